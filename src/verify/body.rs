@@ -1,0 +1,1049 @@
+//! Method bodies: decoding, control-flow structure and the abstract
+//! interpretation that types the evaluation stack before every instruction.
+//!
+//! The abstract interpretation is a worklist over instruction indices. A
+//! state is the list of stack types; states only grow up the lattice (a
+//! reference type widens to a common superclass / interface / `object`, `null`
+//! to any reference), so each instruction is revisited a bounded number of
+//! times; an explicit work bound turns pathological input into an error.
+//!
+//! Error recovery: an instruction with wrong operand types reports the error
+//! and still propagates its natural result types (marked *tainted*, which
+//! silences follow-on join mismatches); an underflow or an unresolvable
+//! operand stops that path. Each instruction reports its errors once.
+
+use super::blocks::{self, Edge};
+use super::classes::is_abstract;
+use super::{qual, Cx, MethodInfo, VInsn, VType, VerifyError, VerifyErrorKind as K, MAX_STACK};
+use crate::bytecode::{decode_all, Insn, Op, Operand};
+use crate::library::program::{ClassId, MemberId, Program};
+use crate::library::{
+    Access, FieldDef, Library, MemberKind, MethodDef, Mutability, Prim, TypeKind, TypeSig,
+    EXCEPTION, OBJECT, STRING,
+};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+/// Most stack cells (summed over all instructions' states) one method may need.
+const MAX_CELLS: usize = 1 << 24;
+
+/// Verify the body of method `mid`. Returns its typed instructions if the
+/// method has no errors (errors go to `cx`).
+pub(super) fn verify_method(cx: &mut Cx, mid: MemberId) -> Option<MethodInfo> {
+    let p = cx.p;
+    let cls = mid.class;
+    let def = p.def(cls);
+    let m = p.method(mid);
+    let mut v = Verifier {
+        cx,
+        p,
+        cls,
+        lib: p.lib_of(cls),
+        li: cls.lib as usize,
+        m,
+        args: Vec::new(),
+        cur: Vec::new(),
+    };
+    if !m.flags.is_static {
+        v.args.push(TypeSig::Class(def.name.clone()));
+    }
+    v.args.extend(m.params.iter().map(|a| a.ty.clone()));
+    let (errs, info) = v.run();
+    if errs.is_empty() {
+        info
+    } else {
+        let file = cx.file(cls.lib as usize);
+        for (off, kind) in errs {
+            cx.errors.push(VerifyError {
+                file: file.clone(),
+                line: m.line_at(off),
+                class: def.name.clone(),
+                method: Some(m.name.clone()),
+                offset: Some(off),
+                kind,
+            });
+        }
+        None
+    }
+}
+
+/// A resolved callee: the declaring class and the definition (possibly the implicit ctor).
+type Callee<'a> = (ClassId, &'a MethodDef);
+
+struct Verifier<'a, 'c> {
+    cx: &'c Cx<'a>,
+    p: &'a Program,
+    cls: ClassId,
+    lib: &'a Library,
+    li: usize,
+    m: &'a MethodDef,
+    /// Declared argument types, `this` first for instance methods.
+    args: Vec<TypeSig>,
+    /// Errors of the instruction being simulated.
+    cur: Vec<K>,
+}
+
+/// Stop propagating along this path (the error is already recorded).
+struct Stop;
+
+impl<'a> Verifier<'a, '_> {
+    /// Run the whole analysis: (errors with offsets, result if error-free).
+    fn run(&mut self) -> (Vec<(u32, K)>, Option<MethodInfo>) {
+        let mut errs: Vec<(u32, K)> = Vec::new();
+        let decoded = match decode_all(&self.m.code) {
+            Ok(d) => d,
+            Err(e) => {
+                let off = match e {
+                    crate::bytecode::DecodeError::BadOpcode { offset, .. }
+                    | crate::bytecode::DecodeError::Truncated { offset }
+                    | crate::bytecode::DecodeError::BadBool { offset, .. } => offset,
+                };
+                errs.push((off, K::Decode(e)));
+                return (errs, None);
+            }
+        };
+        let n = decoded.len();
+        if n == 0 {
+            // Reported by the class checks (MissingBody).
+            return (errs, None);
+        }
+        let offsets: Vec<u32> = decoded.iter().map(|(o, _)| *o).collect();
+        let (blocks, berrs) = blocks::build(self.cx, self.cls, self.m, &offsets);
+        errs.extend(berrs);
+
+        // Static structure: targets, block crossings, placement of ret/endfinally/rethrow.
+        let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, (off, insn)) in decoded.iter().enumerate() {
+            let off = *off;
+            let targets: &[u32] = match &insn.operand {
+                Operand::Target(t) => std::slice::from_ref(t),
+                Operand::Switch(ts) => ts,
+                _ => &[],
+            };
+            let edge = if insn.op == Op::Leave {
+                Edge::Leave
+            } else {
+                Edge::Branch
+            };
+            for &t in targets {
+                match offsets.binary_search(&t) {
+                    Ok(j) => {
+                        let e = blocks.check_edge(Some((i, off)), j, t, edge);
+                        if e.is_empty() {
+                            succ[i].push(j);
+                        } else {
+                            errs.extend(e.into_iter().map(|k| (off, k)));
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        errs.push((off, K::BadTarget(t)));
+                        break;
+                    }
+                }
+            }
+            if !insn.op.is_terminator() && i + 1 < n {
+                let e = blocks.check_edge(Some((i, off)), i + 1, offsets[i + 1], Edge::Fall);
+                if e.is_empty() {
+                    succ[i].push(i + 1);
+                } else {
+                    errs.extend(e.into_iter().map(|k| (off, k)));
+                }
+            }
+            succ[i].sort_unstable();
+            succ[i].dedup();
+            match insn.op {
+                Op::Ret if blocks.innermost[i].is_some() => errs.push((off, K::RetInProtected)),
+                Op::Endfinally => {
+                    let ok = blocks.innermost[i]
+                        .is_some_and(|b| blocks.blocks[b].kind == super::BlockKind::Finally);
+                    if !ok {
+                        errs.push((off, K::EndfinallyOutsideFinally));
+                    }
+                }
+                Op::Rethrow if blocks.innermost_handler(i) != Some(super::BlockKind::Catch) => {
+                    errs.push((off, K::RethrowOutsideCatch))
+                }
+                _ => {}
+            }
+        }
+        let entry_errs = blocks.check_edge(None, 0, 0, Edge::Branch);
+        errs.extend(entry_errs.into_iter().map(|k| (0, k)));
+        let try_start: Vec<bool> = offsets.iter().map(|&o| blocks.is_try_start(o)).collect();
+
+        // Abstract interpretation.
+        let mut df = Flow {
+            states: vec![None; n],
+            tainted: vec![false; n],
+            queued: vec![false; n],
+            reported: vec![false; n],
+            work: BinaryHeap::new(),
+            cells: 0,
+        };
+        df.seed(0, Vec::new());
+        for (i, st) in &blocks.seeds {
+            df.seed(*i, st.clone());
+        }
+        let mut budget = n.saturating_mul(16).saturating_add(100_000);
+        let mut max_stack = 0usize;
+        while let Some(Reverse(i)) = df.work.pop() {
+            df.queued[i] = false;
+            if budget == 0 || df.cells > MAX_CELLS {
+                errs.push((offsets[i], K::TooComplex));
+                break;
+            }
+            budget -= 1;
+            let Some(mut st) = df.states[i].clone() else {
+                continue;
+            };
+            let (off, insn) = &decoded[i];
+            max_stack = max_stack.max(st.len());
+            self.cur.clear();
+            let res = self.exec(insn, &mut st);
+            if st.len() > MAX_STACK {
+                self.cur.push(K::StackTooDeep);
+            }
+            let had_errors = !self.cur.is_empty();
+            if had_errors && !df.reported[i] {
+                df.reported[i] = true;
+                errs.extend(self.cur.drain(..).map(|k| (*off, k)));
+            }
+            if res.is_err() || st.len() > MAX_STACK {
+                continue;
+            }
+            max_stack = max_stack.max(st.len());
+            let taint = df.tainted[i] || had_errors;
+            if !insn.op.is_terminator() && i + 1 == n && !df.reported[i] {
+                df.reported[i] = true;
+                errs.push((*off, K::FallsOffEnd));
+            }
+            for &j in &succ[i] {
+                if let Err(k) = df.merge(self.p, j, &st, taint, try_start[j]) {
+                    if !taint && !df.reported[i] {
+                        df.reported[i] = true;
+                        errs.push((*off, k(offsets[j])));
+                    }
+                }
+            }
+        }
+        if !errs.is_empty() {
+            return (errs, None);
+        }
+        let insns = decoded
+            .into_iter()
+            .zip(df.states)
+            .map(|((offset, insn), stack)| VInsn {
+                offset,
+                insn,
+                line: self.m.line_at(offset),
+                stack,
+            })
+            .collect();
+        (
+            errs,
+            Some(MethodInfo {
+                insns,
+                max_stack: max_stack as u32,
+            }),
+        )
+    }
+
+    fn err(&mut self, k: K) {
+        self.cur.push(k);
+    }
+
+    fn need(&mut self, st: &[VType], op: Op, n: usize) -> Result<(), Stop> {
+        if st.len() < n {
+            self.err(K::StackUnderflow {
+                op,
+                needed: n,
+                depth: st.len(),
+            });
+            Err(Stop)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Can a stack value of type `v` be stored where `t` is declared?
+    fn fits(&self, v: &VType, t: &TypeSig) -> bool {
+        match t {
+            TypeSig::Prim(_) | TypeSig::Atomic(_) => VType::of(t) == *v,
+            TypeSig::Class(_) | TypeSig::Array(_) => match v {
+                VType::Null => true,
+                VType::Ref(s) => self.p.assignable(s, t),
+                _ => false,
+            },
+        }
+    }
+
+    fn store(&mut self, v: &VType, t: &TypeSig, dest: impl FnOnce() -> String) {
+        if !self.fits(v, t) {
+            self.err(K::NotAssignable {
+                dest: dest(),
+                expected: t.clone(),
+                found: v.clone(),
+            });
+        }
+    }
+
+    fn accessible(&self, decl: ClassId, access: Access) -> bool {
+        match access {
+            Access::Public => true,
+            Access::Private => self.cls == decl,
+            Access::Protected => self.p.is_subclass(self.cls, decl),
+        }
+    }
+
+    fn type_ref(&mut self, ti: u32) -> Result<TypeSig, Stop> {
+        match self.lib.type_refs.get(ti as usize) {
+            None => {
+                self.err(K::BadTypeRef(ti));
+                Err(Stop)
+            }
+            Some(t) => {
+                if let Err(e) = self.cx.check_type(self.li, t, false) {
+                    self.err(e);
+                }
+                Ok(t.clone())
+            }
+        }
+    }
+
+    /// Resolve a member reference of the expected kind (checks the class's visibility).
+    fn member(
+        &mut self,
+        idx: u32,
+        kind: MemberKind,
+    ) -> Result<(&'a crate::library::MemberRef, Option<MemberId>), Stop> {
+        let lib = self.lib;
+        let Some(r) = lib.member_refs.get(idx as usize) else {
+            self.err(K::BadMemberRef(idx));
+            return Err(Stop);
+        };
+        let name = format!("{}::{}", r.class, r.name);
+        let expected = if kind == MemberKind::Field {
+            "field"
+        } else {
+            "method"
+        };
+        if r.kind != kind {
+            self.err(K::WrongMemberKind { name, expected });
+            return Err(Stop);
+        }
+        if let Err(e) = self.cx.check_class_name(self.li, &r.class) {
+            self.err(e);
+            return Err(Stop);
+        }
+        Ok((r, self.p.resolve_member(self.li, idx).map(|(_, m)| m)))
+    }
+
+    fn field(&mut self, idx: u32, want_static: bool) -> Result<(MemberId, &'a FieldDef), Stop> {
+        let (r, found) = self.member(idx, MemberKind::Field)?;
+        let Some(fid) = found else {
+            self.err(K::UnknownMember {
+                what: "field",
+                name: format!("{}::{}", r.class, r.name),
+            });
+            return Err(Stop);
+        };
+        let f = self.p.field(fid);
+        if !self.accessible(fid.class, f.access) {
+            self.err(K::Inaccessible {
+                member: qual(self.p, fid, false),
+                access: f.access,
+            });
+        }
+        if f.is_static != want_static {
+            self.err(K::FieldStaticness {
+                field: qual(self.p, fid, false),
+                want_static,
+            });
+        }
+        Ok((fid, f))
+    }
+
+    fn method(&mut self, idx: u32) -> Result<Callee<'a>, Stop> {
+        let (r, found) = self.member(idx, MemberKind::Method)?;
+        match found {
+            Some(mid) => {
+                let md = self.p.method(mid);
+                if !self.accessible(mid.class, md.access) {
+                    self.err(K::Inaccessible {
+                        member: qual(self.p, mid, true),
+                        access: md.access,
+                    });
+                }
+                Ok((mid.class, md))
+            }
+            None => {
+                let cid = self.p.class(&r.class);
+                match cid {
+                    Some(c) if r.name == "ctor" && self.p.def(c).kind == TypeKind::Class => {
+                        Ok((c, implicit_ctor()))
+                    }
+                    _ => {
+                        self.err(K::UnknownMember {
+                            what: "method",
+                            name: format!("{}::{}", r.class, r.name),
+                        });
+                        Err(Stop)
+                    }
+                }
+            }
+        }
+    }
+
+    fn receiver(&mut self, v: &VType, decl: ClassId, what: impl FnOnce() -> String) {
+        let t = TypeSig::Class(self.p.def(decl).name.clone());
+        if !self.fits(v, &t) {
+            self.err(K::NotAssignable {
+                dest: what(),
+                expected: t,
+                found: v.clone(),
+            });
+        }
+    }
+
+    /// May the current method store field `fid`?
+    fn check_mutability(&mut self, fid: MemberId, f: &FieldDef) {
+        let decl = self.p.def(fid.class);
+        let own = self.cls == fid.class;
+        let allowed = match f.mutability {
+            Mutability::Mutable => return,
+            Mutability::MutableSelf if own => return,
+            Mutability::MutableSelf => {
+                format!("mutable(self): stored only by methods of `{}`", decl.name)
+            }
+            Mutability::Immutable => {
+                let ctor = if f.is_static { "cctor" } else { "ctor" };
+                if own && self.m.name == ctor && self.m.flags.is_static == f.is_static {
+                    return;
+                }
+                format!("immutable: stored only in `{}::{ctor}`", decl.name)
+            }
+        };
+        self.err(K::ReadOnlyField {
+            field: qual(self.p, fid, false),
+            allowed,
+        });
+    }
+
+    fn bad(&mut self, op: Op, expected: &'static str, found: Vec<VType>) {
+        self.err(K::BadOperands {
+            op,
+            expected,
+            found,
+        });
+    }
+
+    /// Simulate one instruction on `st`.
+    fn exec(&mut self, insn: &Insn, st: &mut Vec<VType>) -> Result<(), Stop> {
+        use VType as V;
+        let op = insn.op;
+        match (&insn.operand, op) {
+            (_, Op::Nop) | (_, Op::Br) | (_, Op::Rethrow) => {}
+            (_, Op::LdcI32) | (_, Op::LdcBool) | (_, Op::LdcChar) => st.push(V::I32),
+            (_, Op::LdcI64) => st.push(V::I64),
+            (_, Op::LdcF32) => st.push(V::F32),
+            (_, Op::LdcF64) => st.push(V::F64),
+            (_, Op::Ldnull) => st.push(V::Null),
+            (Operand::Str(i), Op::Ldstr) => {
+                if *i as usize >= self.lib.strings.len() {
+                    self.err(K::BadStringIndex(*i));
+                }
+                st.push(V::Ref(TypeSig::class(STRING)));
+            }
+            (Operand::Var(n), Op::Ldarg | Op::Ldloc | Op::Starg | Op::Stloc) => {
+                let (what, vars): (&'static str, Vec<&TypeSig>) =
+                    if matches!(op, Op::Ldarg | Op::Starg) {
+                        ("argument", self.args.iter().collect())
+                    } else {
+                        ("local", self.m.locals.iter().map(|l| &l.ty).collect())
+                    };
+                let Some(t) = vars.get(*n as usize).map(|t| (*t).clone()) else {
+                    self.err(K::BadVarIndex {
+                        what,
+                        index: *n,
+                        count: vars.len(),
+                    });
+                    return Err(Stop);
+                };
+                if matches!(op, Op::Ldarg | Op::Ldloc) {
+                    st.push(V::of(&t));
+                } else {
+                    self.need(st, op, 1)?;
+                    let v = st.pop().unwrap_or(V::Null);
+                    let name = self.var_name(what, *n);
+                    self.store(&v, &t, || name);
+                }
+            }
+            (_, Op::Dup) => {
+                self.need(st, op, 1)?;
+                let top = st[st.len() - 1].clone();
+                st.push(top);
+            }
+            (_, Op::Pop) => {
+                self.need(st, op, 1)?;
+                st.pop();
+            }
+            (_, Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Rem) => {
+                let (a, b) = self.pop2(st, op)?;
+                if a != b || !a.is_num() {
+                    self.bad(
+                        op,
+                        "two values of the same numeric type",
+                        vec![a.clone(), b],
+                    );
+                }
+                st.push(if a.is_num() { a } else { V::I32 });
+            }
+            (_, Op::DivUn | Op::RemUn | Op::And | Op::Or | Op::Xor) => {
+                let (a, b) = self.pop2(st, op)?;
+                if a != b || !a.is_int() {
+                    self.bad(op, "two integers of the same type", vec![a.clone(), b]);
+                }
+                st.push(if a.is_int() { a } else { V::I32 });
+            }
+            (_, Op::Neg | Op::Not) => {
+                self.need(st, op, 1)?;
+                let a = st.pop().unwrap_or(V::I32);
+                let ok = if op == Op::Neg {
+                    a.is_num()
+                } else {
+                    a.is_int()
+                };
+                if !ok {
+                    self.bad(
+                        op,
+                        if op == Op::Neg {
+                            "a number"
+                        } else {
+                            "an integer"
+                        },
+                        vec![a.clone()],
+                    );
+                }
+                st.push(if ok { a } else { V::I32 });
+            }
+            (_, Op::Shl | Op::Shr | Op::ShrUn) => {
+                let (a, b) = self.pop2(st, op)?;
+                if !a.is_int() || !(b == V::I32 || b == a) {
+                    self.bad(
+                        op,
+                        "an integer and an i32 (or same-typed) shift amount",
+                        vec![a.clone(), b],
+                    );
+                }
+                st.push(if a.is_int() { a } else { V::I32 });
+            }
+            (_, Op::Ceq | Op::Cne) => {
+                let (a, b) = self.pop2(st, op)?;
+                if !equatable(&a, &b) {
+                    self.bad(
+                        op,
+                        "two numbers of the same type, two references or two pointers",
+                        vec![a, b],
+                    );
+                }
+                st.push(V::I32);
+            }
+            (
+                _,
+                Op::Clt
+                | Op::Cgt
+                | Op::Cle
+                | Op::Cge
+                | Op::CltUn
+                | Op::CgtUn
+                | Op::CleUn
+                | Op::CgeUn,
+            ) => {
+                let (a, b) = self.pop2(st, op)?;
+                if a != b || !a.is_num() {
+                    self.bad(op, "two values of the same numeric type", vec![a, b]);
+                }
+                st.push(V::I32);
+            }
+            (_, Op::ConvI32 | Op::ConvU8 | Op::ConvChar | Op::ConvBool)
+            | (
+                _,
+                Op::ConvI64
+                | Op::ConvU64
+                | Op::ConvF32
+                | Op::ConvF64
+                | Op::ConvF32Un
+                | Op::ConvF64Un,
+            ) => {
+                self.need(st, op, 1)?;
+                let a = st.pop().unwrap_or(V::I32);
+                let unsigned = matches!(op, Op::ConvF32Un | Op::ConvF64Un);
+                if unsigned && !a.is_int() {
+                    self.bad(op, "an integer", vec![a]);
+                } else if !a.is_num() {
+                    self.bad(op, "a number", vec![a]);
+                }
+                st.push(match op {
+                    Op::ConvI64 | Op::ConvU64 => V::I64,
+                    Op::ConvF32 | Op::ConvF32Un => V::F32,
+                    Op::ConvF64 | Op::ConvF64Un => V::F64,
+                    _ => V::I32,
+                });
+            }
+            (_, Op::Brtrue | Op::Brfalse) => {
+                self.need(st, op, 1)?;
+                let a = st.pop().unwrap_or(V::I32);
+                if !(a.is_int() || a.is_ref()) {
+                    self.bad(op, "an i32, an i64 or a reference", vec![a]);
+                }
+            }
+            (_, Op::Beq | Op::Bne) => {
+                let (a, b) = self.pop2(st, op)?;
+                if !equatable(&a, &b) {
+                    self.bad(
+                        op,
+                        "two numbers of the same type, two references or two pointers",
+                        vec![a, b],
+                    );
+                }
+            }
+            (
+                _,
+                Op::Blt
+                | Op::Ble
+                | Op::Bgt
+                | Op::Bge
+                | Op::BltUn
+                | Op::BleUn
+                | Op::BgtUn
+                | Op::BgeUn,
+            ) => {
+                let (a, b) = self.pop2(st, op)?;
+                if a != b || !a.is_num() {
+                    self.bad(op, "two values of the same numeric type", vec![a, b]);
+                }
+            }
+            (_, Op::Switch) => {
+                self.need(st, op, 1)?;
+                let a = st.pop().unwrap_or(V::I32);
+                if a != V::I32 {
+                    self.bad(op, "an i32", vec![a]);
+                }
+            }
+            (_, Op::Ret) => {
+                let ok = match &self.m.ret {
+                    None => st.is_empty(),
+                    Some(t) => st.len() == 1 && self.fits(&st[0], t),
+                };
+                if !ok {
+                    self.err(K::BadReturn {
+                        expected: self.m.ret.clone(),
+                        found: st.clone(),
+                    });
+                }
+                st.clear();
+            }
+            (Operand::Method(idx), Op::Call | Op::Callvirt | Op::Newobj) => {
+                self.call(op, *idx, st)?
+            }
+            (Operand::Field(idx), Op::Ldfld | Op::Stfld | Op::Ldsfld | Op::Stsfld) => {
+                let want_static = matches!(op, Op::Ldsfld | Op::Stsfld);
+                let (fid, f) = self.field(*idx, want_static)?;
+                let fname = || format!("field `{}`", qual(self.p, fid, false));
+                match op {
+                    Op::Ldfld => {
+                        self.need(st, op, 1)?;
+                        let r = st.pop().unwrap_or(V::Null);
+                        let what = format!("receiver of {}", fname());
+                        self.receiver(&r, fid.class, || what);
+                        st.push(V::of(&f.ty));
+                    }
+                    Op::Ldsfld => st.push(V::of(&f.ty)),
+                    Op::Stfld => {
+                        let (r, v) = self.pop2(st, op)?;
+                        let what = format!("receiver of {}", fname());
+                        self.receiver(&r, fid.class, || what);
+                        let dest = fname();
+                        self.store(&v, &f.ty, || dest);
+                        self.check_mutability(fid, f);
+                    }
+                    _ => {
+                        self.need(st, op, 1)?;
+                        let v = st.pop().unwrap_or(V::Null);
+                        let dest = fname();
+                        self.store(&v, &f.ty, || dest);
+                        self.check_mutability(fid, f);
+                    }
+                }
+            }
+            (
+                Operand::Field(idx),
+                Op::AtomicLoad | Op::AtomicStore | Op::AtomicAdd | Op::AtomicCas,
+            ) => {
+                let (r, found) = self.member(*idx, MemberKind::Field)?;
+                let Some(fid) = found else {
+                    self.err(K::UnknownMember {
+                        what: "field",
+                        name: format!("{}::{}", r.class, r.name),
+                    });
+                    return Err(Stop);
+                };
+                let f = self.p.field(fid);
+                let q = qual(self.p, fid, false);
+                if !self.accessible(fid.class, f.access) {
+                    self.err(K::Inaccessible {
+                        member: q.clone(),
+                        access: f.access,
+                    });
+                }
+                match f.ty {
+                    TypeSig::Atomic(Prim::Bool) if op == Op::AtomicAdd => {
+                        self.err(K::AtomicAddType(q.clone()))
+                    }
+                    TypeSig::Atomic(_) => {}
+                    _ => self.err(K::NotAtomic(q.clone())),
+                }
+                let values = match op {
+                    Op::AtomicLoad => 0,
+                    Op::AtomicCas => 2,
+                    _ => 1,
+                };
+                let recv = usize::from(!f.is_static);
+                self.need(st, op, values + recv)?;
+                let vals = st.split_off(st.len() - values);
+                for v in &vals {
+                    self.store(v, &f.ty, || format!("field `{q}`"));
+                }
+                if !f.is_static {
+                    let r = st.pop().unwrap_or(V::Null);
+                    self.receiver(&r, fid.class, || format!("receiver of field `{q}`"));
+                }
+                if op != Op::AtomicLoad {
+                    self.check_mutability(fid, f);
+                }
+                if op != Op::AtomicStore {
+                    st.push(V::of(&f.ty));
+                }
+            }
+            (Operand::Type(ti), Op::Isinst | Op::Castclass) => {
+                let t = self.type_ref(*ti)?;
+                if !t.is_ref() {
+                    self.err(K::BadTypeOperand { op, ty: t.clone() });
+                }
+                self.need(st, op, 1)?;
+                let a = st.pop().unwrap_or(V::Null);
+                if !a.is_ref() {
+                    self.bad(op, "a reference", vec![a]);
+                }
+                st.push(V::Ref(if t.is_ref() {
+                    t
+                } else {
+                    TypeSig::class(OBJECT)
+                }));
+            }
+            (Operand::Type(ti), Op::Newarr) => {
+                let t = self.type_ref(*ti)?;
+                self.need(st, op, 1)?;
+                let a = st.pop().unwrap_or(V::I32);
+                if a != V::I32 {
+                    self.bad(op, "an i32 length", vec![a]);
+                }
+                st.push(V::Ref(TypeSig::Array(Box::new(t))));
+            }
+            (_, Op::Ldlen) => {
+                self.need(st, op, 1)?;
+                let a = st.pop().unwrap_or(V::Null);
+                if !matches!(a, V::Null | V::Ref(TypeSig::Array(_))) {
+                    self.bad(op, "an array", vec![a]);
+                }
+                st.push(V::I32);
+            }
+            (Operand::Type(ti), Op::Ldelem | Op::Stelem) => {
+                let t = self.type_ref(*ti)?;
+                let v = if op == Op::Stelem {
+                    self.need(st, op, 3)?;
+                    st.pop()
+                } else {
+                    self.need(st, op, 2)?;
+                    None
+                };
+                let (arr, idx) = self.pop2(st, op)?;
+                if idx != V::I32 {
+                    self.bad(op, "an array and an i32 index", vec![arr.clone(), idx]);
+                }
+                match &arr {
+                    V::Null => {}
+                    V::Ref(TypeSig::Array(e)) if **e == t => {}
+                    _ => self.err(K::ElementType {
+                        expected: t.clone(),
+                        found: arr.clone(),
+                    }),
+                }
+                match v {
+                    Some(v) => self.store(&v, &t, || "array element".to_string()),
+                    None => st.push(V::of(&t)),
+                }
+            }
+            (_, Op::Throw) => {
+                self.need(st, op, 1)?;
+                let a = st.pop().unwrap_or(V::Null);
+                let ok = match &a {
+                    V::Null => true,
+                    V::Ref(t @ TypeSig::Class(_)) => {
+                        self.p.class(EXCEPTION).is_some()
+                            && self.p.assignable(t, &TypeSig::class(EXCEPTION))
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    self.err(K::ThrowNotException(a));
+                }
+                st.clear();
+            }
+            (_, Op::Leave | Op::Endfinally) => st.clear(),
+            // The decoder pairs every opcode with its operand kind, so other
+            // combinations cannot occur; treat them as malformed code.
+            (_, _) => {
+                self.err(K::BadOperands {
+                    op,
+                    expected: "its operand",
+                    found: vec![],
+                });
+                return Err(Stop);
+            }
+        }
+        Ok(())
+    }
+
+    fn var_name(&self, what: &str, n: u16) -> String {
+        let name = if what == "argument" {
+            let base = usize::from(!self.m.flags.is_static);
+            match (n as usize).checked_sub(base) {
+                None => Some("this"),
+                Some(k) => self.m.params.get(k).map(|v| v.name.as_str()),
+            }
+        } else {
+            self.m.locals.get(n as usize).map(|v| v.name.as_str())
+        };
+        match name {
+            Some(s) => format!("{what} `{s}`"),
+            None => format!("{what} {n}"),
+        }
+    }
+
+    fn pop2(&mut self, st: &mut Vec<VType>, op: Op) -> Result<(VType, VType), Stop> {
+        self.need(st, op, 2)?;
+        let b = st.pop().unwrap_or(VType::Null);
+        let a = st.pop().unwrap_or(VType::Null);
+        Ok((a, b))
+    }
+
+    fn call(&mut self, op: Op, idx: u32, st: &mut Vec<VType>) -> Result<(), Stop> {
+        let (decl, md) = self.method(idx)?;
+        let ddef = self.p.def(decl);
+        let q = format!("{}::{}", ddef.name, md.name);
+        let is_ctor = md.name == "ctor";
+        match op {
+            Op::Call => {
+                if is_abstract(ddef, md) {
+                    self.err(K::CallAbstract(q.clone()));
+                }
+                let in_ctor = self.m.name == "ctor" && !self.m.flags.is_static;
+                if is_ctor && !(in_ctor && self.p.is_subclass(self.cls, decl)) {
+                    self.err(K::CtorCallOutsideCtor(q.clone()));
+                }
+            }
+            Op::Callvirt => {
+                if md.flags.is_static || is_ctor {
+                    self.err(K::CallvirtNotInstance(q.clone()));
+                }
+            }
+            _ => {
+                if !is_ctor {
+                    self.err(K::NewobjNotCtor(q.clone()));
+                    return Err(Stop);
+                }
+                if ddef.kind == TypeKind::Interface || ddef.is_abstract {
+                    self.err(K::NewobjAbstract(ddef.name.clone()));
+                }
+            }
+        }
+        let has_recv = !md.flags.is_static && op != Op::Newobj;
+        let n = md.params.len() + usize::from(has_recv);
+        self.need(st, op, n)?;
+        let args = st.split_off(st.len() - md.params.len());
+        for (k, (v, param)) in args.iter().zip(&md.params).enumerate() {
+            self.store(v, &param.ty, || {
+                format!("argument {} (`{}`) of `{q}`", k + 1, param.name)
+            });
+        }
+        if has_recv {
+            let r = st.pop().unwrap_or(VType::Null);
+            self.receiver(&r, decl, || format!("receiver of `{q}`"));
+        }
+        if op == Op::Newobj {
+            st.push(VType::Ref(TypeSig::Class(ddef.name.clone())));
+        } else if let Some(t) = &md.ret {
+            st.push(VType::of(t));
+        }
+        Ok(())
+    }
+}
+
+/// `ceq`/`cne`/`beq`/`bne` operands: same numeric type, two references or two pointers.
+fn equatable(a: &VType, b: &VType) -> bool {
+    (a == b && (a.is_num() || *a == VType::Ptr)) || (a.is_ref() && b.is_ref())
+}
+
+/// The implicit public empty constructor of a class that declares none.
+fn implicit_ctor() -> &'static MethodDef {
+    static CTOR: std::sync::OnceLock<MethodDef> = std::sync::OnceLock::new();
+    CTOR.get_or_init(|| MethodDef {
+        name: "ctor".to_string(),
+        access: Access::Public,
+        flags: Default::default(),
+        params: vec![],
+        ret: None,
+        locals: vec![],
+        code: vec![],
+        handlers: vec![],
+        lines: vec![],
+        attrs: vec![],
+        line: 0,
+    })
+}
+
+/// Per-instruction dataflow state.
+struct Flow {
+    states: Vec<Option<Vec<VType>>>,
+    tainted: Vec<bool>,
+    queued: Vec<bool>,
+    /// The instruction has reported its errors (report once).
+    reported: Vec<bool>,
+    /// Instructions to (re)visit, lowest index first, so the first path in
+    /// code order defines a join point's stack and later ones are checked
+    /// against it.
+    work: BinaryHeap<Reverse<usize>>,
+    /// Stack cells currently stored in `states`.
+    cells: usize,
+}
+
+/// A join-point error, completed with the target offset by the caller.
+type JoinErr = Box<dyn FnOnce(u32) -> K>;
+
+impl Flow {
+    fn seed(&mut self, i: usize, st: Vec<VType>) {
+        if self.states[i].is_none() {
+            self.cells += st.len();
+            self.states[i] = Some(st);
+            self.push(i);
+        }
+    }
+
+    fn push(&mut self, i: usize) {
+        if !self.queued[i] {
+            self.queued[i] = true;
+            self.work.push(Reverse(i));
+        }
+    }
+
+    /// Merge stack `st` (from a predecessor, `taint`ed or not) into instruction `j`.
+    fn merge(
+        &mut self,
+        p: &Program,
+        j: usize,
+        st: &[VType],
+        taint: bool,
+        try_start: bool,
+    ) -> Result<(), JoinErr> {
+        if try_start && !st.is_empty() {
+            let s = st.to_vec();
+            return Err(Box::new(move |_| K::TryStackNotEmpty(s)));
+        }
+        let Some(old) = &self.states[j] else {
+            self.cells += st.len();
+            self.states[j] = Some(st.to_vec());
+            self.tainted[j] = taint;
+            self.push(j);
+            return Ok(());
+        };
+        let mismatch = |old: &Vec<VType>| -> JoinErr {
+            let (expected, found) = (old.clone(), st.to_vec());
+            Box::new(move |target| K::StackMismatch {
+                target,
+                expected,
+                found,
+            })
+        };
+        if old.len() != st.len() {
+            return Err(mismatch(old));
+        }
+        let mut changed = None;
+        for (k, (a, b)) in old.iter().zip(st).enumerate() {
+            match join(p, a, b) {
+                None => return Err(mismatch(old)),
+                Some(t) if t != *a => changed.get_or_insert_with(|| old.clone())[k] = t,
+                Some(_) => {}
+            }
+        }
+        self.tainted[j] |= taint;
+        if let Some(new) = changed {
+            self.states[j] = Some(new);
+            self.push(j);
+        }
+        Ok(())
+    }
+}
+
+/// Join two stack types at a merge point; `None` if they cannot merge.
+fn join(p: &Program, a: &VType, b: &VType) -> Option<VType> {
+    match (a, b) {
+        _ if a == b => Some(a.clone()),
+        (VType::Null, VType::Ref(_)) => Some(b.clone()),
+        (VType::Ref(_), VType::Null) => Some(a.clone()),
+        (VType::Ref(x), VType::Ref(y)) => Some(VType::Ref(join_refs(p, x, y))),
+        _ => None,
+    }
+}
+
+/// The type two references merge to: one of them if the other is assignable
+/// to it, else their closest common superclass other than `object`, else
+/// their unique most specific common interface, else `object`.
+pub(super) fn join_refs(p: &Program, a: &TypeSig, b: &TypeSig) -> TypeSig {
+    if p.assignable(a, b) {
+        return b.clone();
+    }
+    if p.assignable(b, a) {
+        return a.clone();
+    }
+    let obj = TypeSig::class(OBJECT);
+    let (TypeSig::Class(x), TypeSig::Class(y)) = (a, b) else {
+        return obj;
+    };
+    let (Some(xi), Some(yi)) = (p.class(x), p.class(y)) else {
+        return obj;
+    };
+    if p.def(xi).kind == TypeKind::Class && p.def(yi).kind == TypeKind::Class {
+        let ya = p.ancestors(yi);
+        if let Some(c) = p.ancestors(xi).into_iter().find(|c| ya.contains(c)) {
+            if p.def(c).name != OBJECT {
+                return TypeSig::Class(p.def(c).name.clone());
+            }
+        }
+    }
+    let yif = p.interfaces_of(yi);
+    let common: Vec<ClassId> = p
+        .interfaces_of(xi)
+        .into_iter()
+        .filter(|i| yif.contains(i))
+        .collect();
+    let specific: Vec<ClassId> = common
+        .iter()
+        .copied()
+        .filter(|&i| !common.iter().any(|&j| j != i && p.class_assignable(j, i)))
+        .collect();
+    match specific[..] {
+        [i] => TypeSig::Class(p.def(i).name.clone()),
+        _ => obj,
+    }
+}
