@@ -85,15 +85,15 @@ fn method(out: &mut String, lib: &Library, i: usize, m: &MethodDef) {
     };
     let _ = writeln!(
         out,
-        "      [{i}] {} {}({}){ret}  (line {})",
+        "        [{i}] {} {}({}){ret}  (line {})",
         mods.join(" "),
         m.name,
         vars(&m.params),
         m.line
     );
-    attrs(out, "          ", &m.attrs);
+    attrs(out, "            ", &m.attrs);
     if !m.locals.is_empty() {
-        let _ = writeln!(out, "          locals ({})", vars(&m.locals));
+        let _ = writeln!(out, "            locals ({})", vars(&m.locals));
     }
     if m.code.is_empty() {
         let body = if f.is_abstract {
@@ -103,12 +103,17 @@ fn method(out: &mut String, lib: &Library, i: usize, m: &MethodDef) {
         } else {
             "empty"
         };
-        let _ = writeln!(out, "          code: none ({body})");
+        let _ = writeln!(out, "            code: none ({body})");
     } else {
-        let _ = writeln!(out, "          code: {} bytes", m.code.len());
+        let _ = writeln!(
+            out,
+            "            code: {} byte{}",
+            m.code.len(),
+            if m.code.len() == 1 { "" } else { "s" }
+        );
     }
     if !m.handlers.is_empty() {
-        let _ = writeln!(out, "          handlers ({}):", m.handlers.len());
+        let _ = writeln!(out, "            handlers ({}):", m.handlers.len());
         for (hi, h) in m.handlers.iter().enumerate() {
             let kind = match h.kind {
                 HandlerKind::Catch(t) => format!("catch {}", type_ref(lib, t)),
@@ -116,7 +121,7 @@ fn method(out: &mut String, lib: &Library, i: usize, m: &MethodDef) {
             };
             let _ = writeln!(
                 out,
-                "            [{hi}] try {}..{} {kind} handler {}..{}",
+                "              [{hi}] try {}..{} {kind} handler {}..{}",
                 h.try_start, h.try_end, h.handler_start, h.handler_end
             );
         }
@@ -129,7 +134,7 @@ fn method(out: &mut String, lib: &Library, i: usize, m: &MethodDef) {
             .collect();
         let _ = writeln!(
             out,
-            "          lines ({}): {}",
+            "            lines ({}): {}",
             m.lines.len(),
             entries.join(" ")
         );
@@ -204,12 +209,12 @@ pub(super) fn inspect(lib: &Library) -> String {
             let _ = writeln!(out, "      {label}: {}", t.interfaces.join(", "));
         }
         attrs(&mut out, "      ", &t.attrs);
-        let _ = writeln!(out, "    fields ({}):", t.fields.len());
+        let _ = writeln!(out, "      fields ({}):", t.fields.len());
         for (fi, f) in t.fields.iter().enumerate() {
             let bits = field_flags(f.access, f.mutability);
             let _ = writeln!(
                 out,
-                "      [{fi}] {}: {}  flags {bits} ({} {}){}  (line {})",
+                "        [{fi}] {}: {}  flags {bits} ({} {}){}  (line {})",
                 f.name,
                 f.ty,
                 f.access.name(),
@@ -217,13 +222,13 @@ pub(super) fn inspect(lib: &Library) -> String {
                 if f.is_static { " static" } else { " instance" },
                 f.line
             );
-            attrs(&mut out, "          ", &f.attrs);
+            attrs(&mut out, "            ", &f.attrs);
         }
-        let _ = writeln!(out, "    properties ({}):", t.properties.len());
+        let _ = writeln!(out, "      properties ({}):", t.properties.len());
         for (pi, p) in t.properties.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "      [{pi}] {} {}: {} get {} set {}  (line {})",
+                "        [{pi}] {} {}: {} get {} set {}  (line {})",
                 p.access.name(),
                 p.name,
                 p.ty,
@@ -231,9 +236,9 @@ pub(super) fn inspect(lib: &Library) -> String {
                 p.setter.as_deref().unwrap_or("-"),
                 p.line
             );
-            attrs(&mut out, "          ", &p.attrs);
+            attrs(&mut out, "            ", &p.attrs);
         }
-        let _ = writeln!(out, "    methods ({}):", t.methods.len());
+        let _ = writeln!(out, "      methods ({}):", t.methods.len());
         for (mi, m) in t.methods.iter().enumerate() {
             method(&mut out, lib, mi, m);
         }
