@@ -182,6 +182,11 @@ impl<'a> Verifier<'a, '_> {
         };
         df.seed(0, Vec::new());
         for (i, st) in &blocks.seeds {
+            // A catch block that starts with a nested try enters it with the
+            // exception still on the stack.
+            if try_start[*i] && !st.is_empty() {
+                errs.push((offsets[*i], K::TryStackNotEmpty(st.clone())));
+            }
             df.seed(*i, st.clone());
         }
         let mut budget = n.saturating_mul(16).saturating_add(100_000);

@@ -165,17 +165,24 @@ pub struct VerifyError {
 
 impl fmt::Display for VerifyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:", self.file, self.line)?;
+        write!(f, "{}:{}: ", self.file, self.line)?;
+        let mut place = String::new();
         match (&self.class[..], &self.method) {
             ("", None) => {}
-            ("", Some(m)) => write!(f, " {m}")?,
-            (c, None) => write!(f, " {c}")?,
-            (c, Some(m)) => write!(f, " {c}::{m}")?,
+            ("", Some(m)) => place.push_str(m),
+            (c, None) => place.push_str(c),
+            (c, Some(m)) => place = format!("{c}::{m}"),
         }
         if let Some(o) = self.offset {
-            write!(f, " @{o}")?;
+            if !place.is_empty() {
+                place.push(' ');
+            }
+            place.push_str(&format!("@{o}"));
         }
-        write!(f, ": {}", self.kind)
+        if !place.is_empty() {
+            write!(f, "{place}: ")?;
+        }
+        write!(f, "{}", self.kind)
     }
 }
 
