@@ -624,7 +624,11 @@ pub fn verify_program(program: &Program, files: &[String]) -> Result<Verified, V
     if cx.errors.is_empty() {
         Ok(verified)
     } else {
-        Err(cx.errors)
+        // Report in load order of the files, then by line (stable: errors of
+        // one line keep their discovery order).
+        let mut errors = cx.errors;
+        errors.sort_by_key(|e| (files.iter().position(|f| *f == e.file), e.line));
+        Err(errors)
     }
 }
 

@@ -101,8 +101,18 @@ fn jit_test_cases_report_their_errors() {
             .collect();
         let fails = src.lines().any(|l| l.trim() == ";! exit: 3");
         let l = assemble(&src, &name).unwrap_or_else(|e| panic!("{name} does not assemble: {e:?}"));
-        let files = vec!["std.kasm".to_string(), name.clone()];
-        let p = Program::new(vec![std_lib(), l]).unwrap();
+        // Imports come from jit-tests/verify/lib (one level is enough here).
+        let mut libs = vec![std_lib()];
+        let mut files = vec!["std.kasm".to_string()];
+        for imp in &l.imports {
+            let f = format!("{imp}.kasm");
+            let text = std::fs::read_to_string(dir.join("lib").join(&f)).expect("imported library");
+            libs.push(assemble(&text, &f).expect("imported library assembles"));
+            files.push(f);
+        }
+        libs.push(l);
+        files.push(name.clone());
+        let p = Program::new(libs).unwrap();
         match verify_program(&p, &files) {
             Ok(_) => assert!(!fails, "{name}: accepted, but it should fail verification"),
             Err(es) => {
