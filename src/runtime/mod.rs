@@ -1,1 +1,899 @@
-//! (being written)
+//! The runtime: options, loading ([`load`]), runtime tables ([`tables`]),
+//! natives ([`natives`]), threads and exceptions, and [`run_file`].
+//!
+//! Execution model: every call loads the callee's method slot
+//! (`MethodHandle::entry`, an [`tables::EntryFn`]) and calls it with a
+//! [`ThreadCtx`] and untyped 64-bit argument slots. Exceptions are *pending*:
+//! a faulting callee stores the exception object in `ThreadCtx::pending`,
+//! appends its frame to `ThreadCtx::trace` and returns; every caller checks
+//! `pending` after each call and either handles it (a `catch`) or propagates.
+//! No Rust panic ever unwinds out of an `extern "C"` adapter: they catch it
+//! and turn it into a pending `Exception`.
+//!
+//! Invariants: a [`Runtime`] is immutable after construction except for the
+//! heap, the interned-string and array-class maps (mutex-protected), static
+//! field memory and the method slots (atomics). It is shared between threads
+//! through an `Arc`, which each running thread keeps alive.
+
+pub mod load;
+pub mod natives;
+pub mod tables;
+
+use crate::heap::{Heap, HeapError};
+use crate::library::program::{MemberId, Program};
+use crate::library::TypeSig;
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use tables::{ClassDesc, EntryFn, MethodHandle, Tables};
+
+pub use load::{load_program, LoadError};
+
+/// Execution mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecMode {
+    /// Everything in the interpreter (`KILN_JIT=0`).
+    Interp,
+    /// Compile before first call (`KILN_JIT=1`, default).
+    Jit,
+}
+
+/// Runtime options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Execution mode.
+    pub mode: ExecMode,
+    /// Maximum bytes of managed objects.
+    pub heap_max: usize,
+    /// Native stack size of threads running managed code.
+    pub stack_size: usize,
+}
+
+/// Default heap limit: 2 GiB.
+pub const DEFAULT_HEAP_MAX: usize = 2 << 30;
+/// Default stack size: 512 MiB (reserved, committed lazily by the OS).
+pub const DEFAULT_STACK_SIZE: usize = 512 << 20;
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            mode: ExecMode::Jit,
+            heap_max: DEFAULT_HEAP_MAX,
+            stack_size: DEFAULT_STACK_SIZE,
+        }
+    }
+}
+
+/// Parse a byte size with an optional K/M/G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (num, mul) = match s.as_bytes().last()? {
+        b'k' | b'K' => (&s[..s.len() - 1], 1usize << 10),
+        b'm' | b'M' => (&s[..s.len() - 1], 1 << 20),
+        b'g' | b'G' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    num.parse::<usize>().ok()?.checked_mul(mul)
+}
+
+impl Options {
+    /// Read `KILN_JIT` and `KILN_HEAP_MAX`.
+    pub fn from_env() -> Result<Options, String> {
+        Options::from_vars(
+            std::env::var("KILN_JIT").ok().as_deref(),
+            std::env::var("KILN_HEAP_MAX").ok().as_deref(),
+        )
+    }
+
+    /// [`Options::from_env`] with the variables given.
+    pub fn from_vars(jit: Option<&str>, heap: Option<&str>) -> Result<Options, String> {
+        let mode = match jit {
+            None | Some("1") | Some("on") => ExecMode::Jit,
+            Some("0") | Some("off") => ExecMode::Interp,
+            Some(v) => {
+                return Err(format!(
+                    "KILN_JIT={v:?} is not valid: accepted values are 0, off, 1, on"
+                ))
+            }
+        };
+        let mut o = Options {
+            mode,
+            ..Options::default()
+        };
+        if let Some(h) = heap {
+            o.heap_max = parse_size(h).ok_or_else(|| {
+                format!("KILN_HEAP_MAX={h:?} is not valid: expected a byte count with an optional K, M or G suffix")
+            })?;
+        }
+        Ok(o)
+    }
+}
+
+/// Exceptions the runtime raises itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// `NullReferenceException`.
+    NullReference,
+    /// `IndexOutOfRangeException`.
+    IndexOutOfRange,
+    /// `ArithmeticException`.
+    Arithmetic,
+    /// `InvalidCastException`.
+    InvalidCast,
+    /// `StackOverflowException`.
+    StackOverflow,
+    /// `OutOfMemoryException`.
+    OutOfMemory,
+    /// `Exception` (internal errors).
+    Exception,
+}
+
+impl FaultKind {
+    const ALL: [FaultKind; 7] = [
+        FaultKind::NullReference,
+        FaultKind::IndexOutOfRange,
+        FaultKind::Arithmetic,
+        FaultKind::InvalidCast,
+        FaultKind::StackOverflow,
+        FaultKind::OutOfMemory,
+        FaultKind::Exception,
+    ];
+
+    /// The std class name.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            FaultKind::NullReference => "NullReferenceException",
+            FaultKind::IndexOutOfRange => "IndexOutOfRangeException",
+            FaultKind::Arithmetic => "ArithmeticException",
+            FaultKind::InvalidCast => "InvalidCastException",
+            FaultKind::StackOverflow => "StackOverflowException",
+            FaultKind::OutOfMemory => "OutOfMemoryException",
+            FaultKind::Exception => "Exception",
+        }
+    }
+}
+
+/// A runtime fault about to become an exception object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// Which exception.
+    pub kind: FaultKind,
+    /// Its message (never empty).
+    pub message: String,
+}
+
+impl Fault {
+    /// Build a fault.
+    pub fn new(kind: FaultKind, message: impl Into<String>) -> Fault {
+        Fault {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// `NullReferenceException`.
+    pub fn null(what: &str) -> Fault {
+        Fault::new(FaultKind::NullReference, format!("null reference: {what}"))
+    }
+}
+
+impl From<HeapError> for Fault {
+    fn from(e: HeapError) -> Fault {
+        match e {
+            HeapError::NegativeLength(_) => Fault::new(FaultKind::Arithmetic, e.to_string()),
+            _ => Fault::new(FaultKind::OutOfMemory, e.to_string()),
+        }
+    }
+}
+
+/// Per-thread execution state, passed to every [`EntryFn`].
+#[repr(C)]
+pub struct ThreadCtx {
+    /// The runtime.
+    pub runtime: *const Runtime,
+    /// The pending exception object, or null.
+    pub pending: *mut u8,
+    /// Native stack pointer below which calls raise `StackOverflowException`.
+    pub stack_limit: usize,
+    /// Next free slot of the value stack (frames live here).
+    pub vs_top: *mut u64,
+    /// End of the value stack.
+    pub vs_end: *mut u64,
+    /// Frames the pending exception has passed, innermost first.
+    pub trace: Vec<*const MethodHandle>,
+    vs: Vec<u64>,
+}
+
+/// Value-stack slots per thread (64 MiB, committed lazily).
+const VALUE_STACK_SLOTS: usize = 8 << 20;
+
+impl ThreadCtx {
+    /// A context for the current thread, whose native stack has `stack_size`
+    /// bytes and whose top is near the caller's frame.
+    pub fn new(runtime: *const Runtime, stack_size: usize) -> ThreadCtx {
+        let mut vs: Vec<u64> = Vec::with_capacity(VALUE_STACK_SLOTS);
+        let start = vs.as_mut_ptr();
+        let here = approx_sp();
+        let margin = (stack_size / 8).clamp(64 << 10, 4 << 20);
+        ThreadCtx {
+            runtime,
+            pending: std::ptr::null_mut(),
+            stack_limit: here.saturating_sub(stack_size.saturating_sub(margin)),
+            vs_top: start,
+            // SAFETY: the capacity is VALUE_STACK_SLOTS, so this is one past its end.
+            vs_end: unsafe { start.add(VALUE_STACK_SLOTS) },
+            trace: Vec::new(),
+            vs,
+        }
+    }
+
+    /// The runtime.
+    pub fn rt(&self) -> &Runtime {
+        // SAFETY: the runtime outlives every thread context (each thread holds an Arc).
+        unsafe { &*self.runtime }
+    }
+
+    /// Make `fault` the pending exception (with an empty trace).
+    pub fn raise(&mut self, fault: Fault) {
+        let obj = self.rt().exception_object(&fault);
+        self.pending = obj;
+        self.trace.clear();
+    }
+
+    /// Throw an existing exception object (fresh trace).
+    pub fn throw(&mut self, obj: *mut u8) {
+        self.pending = obj;
+        self.trace.clear();
+    }
+
+    /// Is there a pending exception?
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_null()
+    }
+
+    #[allow(dead_code)]
+    fn value_stack_capacity(&self) -> usize {
+        self.vs.capacity()
+    }
+}
+
+/// An approximation of the current native stack pointer.
+#[inline(always)]
+pub fn approx_sp() -> usize {
+    let x = 0u8;
+    std::hint::black_box(&x) as *const u8 as usize
+}
+
+/// Call a method through its slot.
+///
+/// # Safety
+/// `mh` must be a live method handle of this thread's runtime and `args` must
+/// hold at least `arg_count` slots of the right kinds.
+#[inline(always)]
+pub unsafe fn call_method(
+    thread: *mut ThreadCtx,
+    mh: *const MethodHandle,
+    args: *const u64,
+) -> u64 {
+    // SAFETY: `entry` always holds a valid EntryFn (set by the tables or the JIT).
+    unsafe {
+        let f: EntryFn = std::mem::transmute::<usize, EntryFn>((*mh).entry.load(Ordering::Acquire));
+        f(thread, mh, args)
+    }
+}
+
+/// The slot of native methods: calls the bound Rust function.
+///
+/// # Safety
+/// Called only through a method slot, with the contract of [`EntryFn`].
+pub unsafe extern "C" fn native_entry(
+    thread: *mut ThreadCtx,
+    mh: *const MethodHandle,
+    args: *const u64,
+) -> u64 {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: the adapter contract: live thread, handle and arg_count slots.
+        unsafe {
+            let nargs = (*mh).arg_count as usize;
+            let a = if nargs == 0 {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(args, nargs)
+            };
+            match (*mh).native {
+                Some(f) => f(&mut *thread, a),
+                None => Err(Fault::new(
+                    FaultKind::Exception,
+                    "native method is not bound",
+                )),
+            }
+        }
+    }));
+    // SAFETY: `thread` is the live context of this thread.
+    let t = unsafe { &mut *thread };
+    match r {
+        Ok(Ok(v)) => v,
+        Ok(Err(f)) => {
+            t.raise(f);
+            t.trace.push(mh);
+            0
+        }
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            t.raise(Fault::new(
+                FaultKind::Exception,
+                format!("internal error in native method: {msg}"),
+            ));
+            t.trace.push(mh);
+            0
+        }
+    }
+}
+
+/// The slot of abstract and interface methods (never reached by verified
+/// code on a constructible object): raises an exception.
+///
+/// # Safety
+/// Called only through a method slot, with the contract of [`EntryFn`].
+pub unsafe extern "C" fn abstract_entry(
+    thread: *mut ThreadCtx,
+    mh: *const MethodHandle,
+    _args: *const u64,
+) -> u64 {
+    // SAFETY: live thread and handle per the adapter contract.
+    let t = unsafe { &mut *thread };
+    // SAFETY: live handle per the adapter contract.
+    let name = t.rt().method_name(unsafe { &*mh });
+    t.raise(Fault::new(
+        FaultKind::Exception,
+        format!("abstract method {name} has no implementation"),
+    ));
+    t.trace.push(mh);
+    0
+}
+
+/// Everything one loaded program needs at run time.
+pub struct Runtime {
+    /// The libraries.
+    pub program: Program,
+    /// File names parallel to `program.libs`.
+    pub files: Vec<String>,
+    /// Runtime tables.
+    pub tables: Tables,
+    /// The managed heap.
+    pub heap: Heap,
+    /// Options.
+    pub opts: Options,
+    /// Buffered standard output (flushed before stderr output and at exit).
+    pub out: Mutex<std::io::BufWriter<std::io::Stdout>>,
+    interned: Mutex<HashMap<String, usize>>,
+    /// `String`'s descriptor.
+    pub string_class: *const ClassDesc,
+    fault_classes: Vec<*const ClassDesc>,
+    /// Offset of `Exception::message`.
+    pub message_offset: usize,
+    /// `Thread`'s descriptor.
+    pub thread_class: *const ClassDesc,
+    /// Offset of `Thread::handle`.
+    pub thread_handle_offset: usize,
+    /// Interface id of `Runnable` and index of `run`.
+    pub runnable: (u32, usize),
+    threads: Mutex<Vec<Option<std::thread::JoinHandle<()>>>>,
+    self_ref: OnceLock<Weak<Runtime>>,
+    /// Interpreter code owned by the runtime (see `crate::interp`).
+    pub interp_code: Vec<Box<crate::interp::Code>>,
+}
+
+// SAFETY: the raw pointers refer to the runtime's own tables, which are
+// immutable or synchronised (see module invariants).
+unsafe impl Send for Runtime {}
+// SAFETY: as above.
+unsafe impl Sync for Runtime {}
+
+/// Why a program could not be set up after verification.
+#[derive(Clone, Debug)]
+pub struct SetupError(pub String);
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Runtime {
+    /// Build the tables and interpreter code for a verified program.
+    pub fn new(
+        program: Program,
+        files: Vec<String>,
+        verified: &crate::verify::Verified,
+        opts: Options,
+    ) -> Result<Runtime, Vec<LoadError>> {
+        let tables = Tables::build(
+            &program,
+            &|m| {
+                verified.methods.get(&m).map(|i| tables::MethodFrameInfo {
+                    max_stack: i.max_stack,
+                })
+            },
+            &natives::lookup,
+        )
+        .map_err(|es| {
+            es.into_iter()
+                .map(|e| match e {
+                    tables::TableError::UnboundNative {
+                        class,
+                        method,
+                        line,
+                        lib,
+                    } => LoadError::UnboundNative {
+                        file: files.get(lib).cloned().unwrap_or_default(),
+                        line,
+                        class,
+                        method,
+                    },
+                    tables::TableError::MissingClass(c) => {
+                        LoadError::Setup(format!("missing class {c}"))
+                    }
+                })
+                .collect::<Vec<_>>()
+        })?;
+        let need = |n: &str| {
+            tables
+                .class_named(&program, n)
+                .ok_or_else(|| vec![LoadError::Setup(format!("std class {n} is missing"))])
+        };
+        let string_class = need(crate::library::STRING)?;
+        let mut fault_classes = Vec::new();
+        for k in FaultKind::ALL {
+            fault_classes.push(need(k.class_name())?);
+        }
+        let exc = program
+            .class(crate::library::EXCEPTION)
+            .expect("checked above");
+        let message_offset = program
+            .find_field(exc, "message")
+            .map(|f| tables.field(f).field_offset as usize)
+            .ok_or_else(|| vec![LoadError::Setup("Exception::message is missing".into())])?;
+        let thread_class = need("Thread")?;
+        let thread_id = program.class("Thread").expect("checked above");
+        let thread_handle_offset = program
+            .find_field(thread_id, "handle")
+            .map(|f| tables.field(f).field_offset as usize)
+            .ok_or_else(|| vec![LoadError::Setup("Thread::handle is missing".into())])?;
+        let runnable_id = program
+            .class("Runnable")
+            .ok_or_else(|| vec![LoadError::Setup("Runnable is missing".into())])?;
+        // SAFETY: descriptors are live while `tables` lives.
+        let rid = unsafe { (*tables.class(runnable_id)).iface_id };
+        let run_idx = program
+            .def(runnable_id)
+            .methods
+            .iter()
+            .position(|m| m.name == "run")
+            .ok_or_else(|| vec![LoadError::Setup("Runnable::run is missing".into())])?;
+        let heap = Heap::new(opts.heap_max);
+        let mut rt = Runtime {
+            program,
+            files,
+            tables,
+            heap,
+            opts,
+            out: Mutex::new(std::io::BufWriter::with_capacity(
+                1 << 16,
+                std::io::stdout(),
+            )),
+            interned: Mutex::new(HashMap::new()),
+            string_class,
+            fault_classes,
+            message_offset,
+            thread_class,
+            thread_handle_offset,
+            runnable: (rid, run_idx),
+            threads: Mutex::new(Vec::new()),
+            self_ref: OnceLock::new(),
+            interp_code: Vec::new(),
+        };
+        let code = crate::interp::prepare(&rt, verified).map_err(|e| vec![LoadError::Setup(e)])?;
+        rt.interp_code = code;
+        Ok(rt)
+    }
+
+    /// The interned string object for a literal (equal literals, same object).
+    pub fn intern(&self, s: &str) -> Result<*mut u8, Fault> {
+        let mut m = self.interned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&p) = m.get(s) {
+            return Ok(p as *mut u8);
+        }
+        // SAFETY: string_class is the live String descriptor.
+        let p = unsafe { self.heap.new_string(self.string_class, s.as_bytes(), true) }?;
+        m.insert(s.to_string(), p as usize);
+        Ok(p)
+    }
+
+    /// A new string object.
+    pub fn new_string(&self, bytes: &[u8]) -> Result<*mut u8, Fault> {
+        // SAFETY: string_class is the live String descriptor.
+        Ok(unsafe { self.heap.new_string(self.string_class, bytes, false) }?)
+    }
+
+    /// Allocate the exception object for a runtime fault (ignores the heap
+    /// limit, so raising `OutOfMemoryException` cannot fail).
+    pub fn exception_object(&self, fault: &Fault) -> *mut u8 {
+        let idx = FaultKind::ALL
+            .iter()
+            .position(|k| *k == fault.kind)
+            .expect("all kinds listed");
+        let msg = if fault.message.is_empty() {
+            fault.kind.class_name()
+        } else {
+            &fault.message
+        };
+        // SAFETY: the fault classes and String are live descriptors; the
+        // message offset is inside every Exception instance.
+        unsafe {
+            let obj = self
+                .heap
+                .new_object(self.fault_classes[idx], true)
+                .expect("unlimited allocation");
+            let s = self
+                .heap
+                .new_string(self.string_class, msg.as_bytes(), true)
+                .expect("unlimited allocation");
+            *(obj.add(self.message_offset) as *mut *mut u8) = s;
+            obj
+        }
+    }
+
+    /// `Class::method` of a handle.
+    pub fn method_name(&self, mh: &MethodHandle) -> String {
+        let m = mh.member;
+        format!(
+            "{}::{}",
+            self.program.def(m.class).name,
+            self.program.method(m).name
+        )
+    }
+
+    /// Write the report of an uncaught exception on stderr.
+    ///
+    /// # Safety
+    /// `exc` must be a live exception object and `trace` live handles.
+    pub unsafe fn report_uncaught(&self, exc: *mut u8, trace: &[*const MethodHandle]) {
+        self.flush_stdout();
+        // SAFETY: `exc` is a live exception object; message is a string or null.
+        let (class, msg) = unsafe {
+            let cd = crate::heap::class_of(exc);
+            let m = *(exc.add(self.message_offset) as *const *const u8);
+            let msg = if m.is_null() {
+                String::new()
+            } else {
+                String::from_utf8_lossy(crate::heap::string_bytes(m)).into_owned()
+            };
+            ((*cd).name().to_string(), msg)
+        };
+        let mut s = format!("unhandled exception: {class}: {msg}\n");
+        for &f in trace {
+            s.push_str("  at ");
+            // SAFETY: trace entries are live handles (caller contract).
+            s.push_str(&self.method_name(unsafe { &*f }));
+            s.push('\n');
+        }
+        let err = std::io::stderr();
+        let mut e = err.lock();
+        let _ = e.write_all(s.as_bytes());
+        let _ = e.flush();
+    }
+
+    /// Flush buffered standard output.
+    pub fn flush_stdout(&self) {
+        let _ = self.out.lock().unwrap_or_else(|e| e.into_inner()).flush();
+    }
+
+    /// Start `r.run()` on a new OS thread; returns the thread's registry index.
+    ///
+    /// # Safety
+    /// `r` must be a live object.
+    pub unsafe fn spawn_runnable(&self, r: *mut u8) -> Result<usize, Fault> {
+        let me = self
+            .self_ref
+            .get()
+            .and_then(|w| w.upgrade())
+            .ok_or_else(|| Fault::new(FaultKind::Exception, "runtime is not running"))?;
+        // SAFETY: `r` is a live non-null object implementing Runnable (verified).
+        let mh = unsafe { self.dispatch_interface(r, self.runnable.0, self.runnable.1) }
+            .ok_or_else(|| {
+                Fault::new(FaultKind::InvalidCast, "object does not implement Runnable")
+            })?;
+        let stack = self.opts.stack_size;
+        let robj = r as usize;
+        let mhp = mh as usize;
+        let handle = std::thread::Builder::new()
+            .name("kiln-thread".into())
+            .stack_size(stack)
+            .spawn(move || {
+                let rt: Arc<Runtime> = me;
+                let mut ctx = ThreadCtx::new(&*rt, stack);
+                let args = [robj as u64];
+                // SAFETY: `mhp` is the live handle of `run`; args hold the receiver.
+                unsafe { call_method(&mut ctx, mhp as *const MethodHandle, args.as_ptr()) };
+                if ctx.has_pending() {
+                    // SAFETY: a pending exception is a live object; the trace holds live handles.
+                    unsafe { rt.report_uncaught(ctx.pending, &ctx.trace) };
+                }
+                rt.flush_stdout();
+            })
+            .map_err(|e| Fault::new(FaultKind::OutOfMemory, format!("cannot start thread: {e}")))?;
+        let mut ts = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        ts.push(Some(handle));
+        Ok(ts.len())
+    }
+
+    /// Wait for thread `id` (1-based registry index; unknown or joined ids return at once).
+    pub fn join_thread(&self, id: usize) {
+        let h = {
+            let mut ts = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+            id.checked_sub(1)
+                .and_then(|i| ts.get_mut(i))
+                .and_then(|s| s.take())
+        };
+        if let Some(h) = h {
+            let _ = h.join();
+        }
+    }
+
+    /// Find the implementation of interface method `index` of interface `iface` for `obj`.
+    ///
+    /// # Safety
+    /// `obj` must be a live non-null object.
+    pub unsafe fn dispatch_interface(
+        &self,
+        obj: *mut u8,
+        iface: u32,
+        index: usize,
+    ) -> Option<*const MethodHandle> {
+        // SAFETY: live object, so its class descriptor and slot tables are live.
+        unsafe {
+            let cd = &*crate::heap::class_of(obj);
+            if iface >= cd.islots_len {
+                return None;
+            }
+            let row = *cd.islots.add(iface as usize);
+            if row.is_null() {
+                return None;
+            }
+            Some(*row.add(index))
+        }
+    }
+
+    /// Run every `cctor` (in load order) and then `main`; returns the exit code.
+    fn run_main(&self, main: MemberId, args: &[String]) -> i32 {
+        let mut ctx = ThreadCtx::new(self, self.opts.stack_size);
+        let uncaught = |ctx: &ThreadCtx| {
+            // SAFETY: a pending exception is a live object; the trace holds live handles.
+            unsafe { self.report_uncaught(ctx.pending, &ctx.trace) };
+            1
+        };
+        for id in self.program.all_classes() {
+            let def = self.program.def(id);
+            if let Some(i) = def
+                .methods
+                .iter()
+                .position(|m| m.name == "cctor" && m.flags.is_static)
+            {
+                let mh = self.tables.method(MemberId {
+                    class: id,
+                    index: i as u32,
+                });
+                // SAFETY: a static method without arguments.
+                unsafe { call_method(&mut ctx, mh, std::ptr::null()) };
+                if ctx.has_pending() {
+                    return uncaught(&ctx);
+                }
+            }
+        }
+        let mdef = self.program.method(main);
+        let mh = self.tables.method(main);
+        let mut argv = Vec::new();
+        if !mdef.params.is_empty() {
+            let arr_ty = TypeSig::Array(Box::new(TypeSig::class(crate::library::STRING)));
+            let ac = self.tables.array_class(&self.program, &arr_ty);
+            // SAFETY: `ac` is the live string[] descriptor; elements are 8 bytes.
+            let arr = match unsafe { self.heap.new_array(ac, args.len() as i64, false) } {
+                Ok(a) => a,
+                Err(e) => {
+                    ctx.raise(e.into());
+                    return uncaught(&ctx);
+                }
+            };
+            for (i, a) in args.iter().enumerate() {
+                match self.new_string(a.as_bytes()) {
+                    // SAFETY: i < len; element slot i of the new array.
+                    Ok(s) => unsafe {
+                        *(arr.add(crate::heap::ARRAY_DATA_OFFSET + 8 * i) as *mut *mut u8) = s;
+                    },
+                    Err(f) => {
+                        ctx.raise(f);
+                        return uncaught(&ctx);
+                    }
+                }
+            }
+            argv.push(arr as u64);
+        }
+        // SAFETY: main takes no arguments or one string[].
+        let r = unsafe { call_method(&mut ctx, mh, argv.as_ptr()) };
+        if ctx.has_pending() {
+            return uncaught(&ctx);
+        }
+        if mdef.ret.is_some() {
+            (r as i32) & 0xFF
+        } else {
+            0
+        }
+    }
+}
+
+#[allow(clippy::result_large_err)]
+/// Find the entry point: exactly one class of the program defines a static
+/// `main` (the main file's library is searched first).
+fn find_main(program: &Program, files: &[String]) -> Result<MemberId, LoadError> {
+    let last = program.libs.len().saturating_sub(1);
+    let file = files.get(last).cloned().unwrap_or_default();
+    let mut found = Vec::new();
+    for id in program.all_classes() {
+        if id.lib as usize != last {
+            continue;
+        }
+        for (i, m) in program.def(id).methods.iter().enumerate() {
+            if m.name == "main" && m.flags.is_static {
+                found.push(MemberId {
+                    class: id,
+                    index: i as u32,
+                });
+            }
+        }
+    }
+    match found.len() {
+        0 => Err(LoadError::NoMain { file }),
+        1 => {
+            let m = program.method(found[0]);
+            let ok_params = m.params.is_empty()
+                || (m.params.len() == 1
+                    && m.params[0].ty
+                        == TypeSig::Array(Box::new(TypeSig::class(crate::library::STRING))));
+            let ok_ret = matches!(m.ret, None | Some(TypeSig::Prim(crate::library::Prim::I32)));
+            if ok_params && ok_ret && m.has_body() {
+                Ok(found[0])
+            } else {
+                Err(LoadError::BadMain {
+                    file,
+                    line: m.line,
+                    class: program.def(found[0].class).name.clone(),
+                })
+            }
+        }
+        _ => Err(LoadError::MultipleMain {
+            file,
+            classes: found
+                .iter()
+                .map(|m| program.def(m.class).name.clone())
+                .collect(),
+        }),
+    }
+}
+
+fn print_errors(errs: &[LoadError]) {
+    let mut s = String::new();
+    for e in errs {
+        s.push_str(&e.to_string());
+        s.push('\n');
+    }
+    let _ = std::io::stderr().write_all(s.as_bytes());
+}
+
+/// Load, verify and run a program (see the module docs). Returns the exit
+/// code: 3 if it does not load or verify (nothing ran), 1 after an uncaught
+/// exception, else `main`'s result `& 0xFF`.
+pub fn run_file(path: &Path, args: &[String], opts: &Options) -> i32 {
+    let (program, files, verified) = match load::load_verified(path) {
+        Ok(x) => x,
+        Err(e) => {
+            print_errors(&e);
+            return 3;
+        }
+    };
+    let main = match find_main(&program, &files) {
+        Ok(m) => m,
+        Err(e) => {
+            print_errors(&[e]);
+            return 3;
+        }
+    };
+    // The JIT plugs in here: with `ExecMode::Jit` it will install its compile
+    // stub in every method slot after the tables are built. Until then both
+    // modes run the interpreter.
+    let rt = match Runtime::new(program, files, &verified, opts.clone()) {
+        Ok(rt) => Arc::new(rt),
+        Err(e) => {
+            print_errors(&e);
+            return 3;
+        }
+    };
+    let _ = rt.self_ref.set(Arc::downgrade(&rt));
+    let rt2 = Arc::clone(&rt);
+    let args = args.to_vec();
+    let res = std::thread::Builder::new()
+        .name("kiln-main".into())
+        .stack_size(opts.stack_size)
+        .spawn(move || {
+            let code = rt2.run_main(main, &args);
+            rt2.flush_stdout();
+            code
+        })
+        .map(|h| h.join());
+    let code = match res {
+        Ok(Ok(c)) => c,
+        Ok(Err(_)) => {
+            eprintln!("kiln: internal error: the main thread panicked");
+            101
+        }
+        Err(e) => {
+            eprintln!("kiln: cannot start the main thread: {e}");
+            2
+        }
+    };
+    rt.flush_stdout();
+    // Threads still running keep their own Arc; the process exits anyway.
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse() {
+        assert_eq!(Options::from_vars(None, None).unwrap().mode, ExecMode::Jit);
+        assert_eq!(
+            Options::from_vars(Some("off"), None).unwrap().mode,
+            ExecMode::Interp
+        );
+        assert_eq!(
+            Options::from_vars(Some("0"), None).unwrap().mode,
+            ExecMode::Interp
+        );
+        assert_eq!(
+            Options::from_vars(Some("on"), None).unwrap().mode,
+            ExecMode::Jit
+        );
+        let e = Options::from_vars(Some("yes"), None).unwrap_err();
+        assert!(e.contains("KILN_JIT") && e.contains("0, off, 1, on"));
+        assert_eq!(
+            Options::from_vars(None, Some("64M")).unwrap().heap_max,
+            64 << 20
+        );
+        assert_eq!(
+            Options::from_vars(None, Some("1000")).unwrap().heap_max,
+            1000
+        );
+        assert_eq!(
+            Options::from_vars(None, Some("2g")).unwrap().heap_max,
+            2 << 30
+        );
+        assert!(Options::from_vars(None, Some("12Q"))
+            .unwrap_err()
+            .contains("KILN_HEAP_MAX"));
+        assert!(Options::from_vars(None, Some("")).is_err());
+        assert!(Options::from_vars(None, Some("-5")).is_err());
+        assert!(Options::from_vars(None, Some("99999999999999999999G")).is_err());
+    }
+}

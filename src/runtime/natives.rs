@@ -1,0 +1,259 @@
+//! The built-in natives: ONE table ([`NATIVES`]) of `(class, method, Rust fn)`,
+//! bound to `native` methods at load (an unbound native is a load error).
+//!
+//! A native receives the untyped argument slots of the calling convention
+//! (receiver first; `i32`/`bool`/`char` sign-extended, `f64` as bits,
+//! references as addresses) and returns its result the same way, or a
+//! [`Fault`] that the native adapter turns into a pending exception.
+//! Natives never allocate except through the heap's entry points.
+
+use super::{Fault, FaultKind, ThreadCtx};
+use crate::heap::{string_bytes, StrHeader};
+use std::io::Write;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// A native method's Rust implementation.
+pub type NativeFn = fn(&mut ThreadCtx, &[u64]) -> Result<u64, Fault>;
+
+/// Every built-in native.
+pub const NATIVES: &[(&str, &str, NativeFn)] = &[
+    ("Std", "print", std_print),
+    ("Std", "println", std_println),
+    ("Std", "str_i64", std_str_i64),
+    ("Std", "str_u64", std_str_u64),
+    ("Std", "str_f64", std_str_f64),
+    ("Std", "str_bool", std_str_bool),
+    ("Std", "str_char", std_str_char),
+    ("Std", "concat", std_concat),
+    ("Std", "len", std_len),
+    ("Std", "byte_at", std_byte_at),
+    ("Std", "str_eq", std_str_eq),
+    ("Std", "hash", std_hash),
+    ("Std", "sqrt", std_sqrt),
+    ("Std", "clock_ns", std_clock_ns),
+    ("Std", "gc", std_gc),
+    ("Thread", "start", thread_start),
+    ("Thread", "join", thread_join),
+];
+
+/// Find the native bound to `class::method`.
+pub fn lookup(class: &str, method: &str) -> Option<NativeFn> {
+    NATIVES
+        .iter()
+        .find(|(c, m, _)| *c == class && *m == method)
+        .map(|&(_, _, f)| f)
+}
+
+fn str_arg<'a>(v: u64, what: &str) -> Result<&'a [u8], Fault> {
+    if v == 0 {
+        return Err(Fault::null(&format!("{what} is null")));
+    }
+    // SAFETY: a non-null string-typed argument is a live string (verified code).
+    Ok(unsafe { string_bytes(v as *const u8) })
+}
+
+fn new_str(t: &mut ThreadCtx, bytes: &[u8]) -> Result<u64, Fault> {
+    t.rt().new_string(bytes).map(|p| p as u64)
+}
+
+fn write_out(t: &mut ThreadCtx, bytes: &[u8], newline: bool) {
+    let mut o = t.rt().out.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = o.write_all(bytes);
+    if newline {
+        let _ = o.write_all(b"\n");
+    }
+}
+
+fn std_print(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    let s = str_arg(a[0], "Std::print argument")?;
+    write_out(t, s, false);
+    Ok(0)
+}
+
+fn std_println(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    let s = str_arg(a[0], "Std::println argument")?;
+    write_out(t, s, true);
+    Ok(0)
+}
+
+fn std_str_i64(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    new_str(t, (a[0] as i64).to_string().as_bytes())
+}
+
+fn std_str_u64(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    new_str(t, a[0].to_string().as_bytes())
+}
+
+/// `Std::str_f64` formatting: C's `%.*f` on the exact binary value.
+pub fn format_f64(v: f64, decimals: i32) -> Result<String, Fault> {
+    if !(0..=30).contains(&decimals) {
+        return Err(Fault::new(
+            FaultKind::Arithmetic,
+            format!("Std::str_f64: decimals {decimals} is outside 0..=30"),
+        ));
+    }
+    if v.is_nan() {
+        return Ok("NaN".into());
+    }
+    if v.is_infinite() {
+        return Ok(if v > 0.0 { "inf".into() } else { "-inf".into() });
+    }
+    // Rust's fixed-precision formatting is exact (round half to even on the
+    // exact binary value), like glibc's printf.
+    Ok(format!("{:.*}", decimals as usize, v))
+}
+
+fn std_str_f64(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    let s = format_f64(f64::from_bits(a[0]), a[1] as i32)?;
+    new_str(t, s.as_bytes())
+}
+
+fn std_str_bool(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    new_str(t, if a[0] as u32 != 0 { b"true" } else { b"false" })
+}
+
+fn std_str_char(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    let c = a[0] as u32;
+    let ch = char::from_u32(c).ok_or_else(|| {
+        Fault::new(
+            FaultKind::InvalidCast,
+            format!("Std::str_char: 0x{c:x} is not a Unicode scalar value"),
+        )
+    })?;
+    let mut buf = [0u8; 4];
+    new_str(t, ch.encode_utf8(&mut buf).as_bytes())
+}
+
+fn std_concat(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    let x = str_arg(a[0], "Std::concat first argument")?;
+    let y = str_arg(a[1], "Std::concat second argument")?;
+    let mut v = Vec::with_capacity(x.len() + y.len());
+    v.extend_from_slice(x);
+    v.extend_from_slice(y);
+    new_str(t, &v)
+}
+
+fn std_len(_t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    Ok(str_arg(a[0], "Std::len argument")?.len() as i32 as i64 as u64)
+}
+
+fn std_byte_at(_t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    let s = str_arg(a[0], "Std::byte_at string")?;
+    let i = a[1] as i32;
+    if i < 0 || i as usize >= s.len() {
+        return Err(Fault::new(
+            FaultKind::IndexOutOfRange,
+            format!(
+                "Std::byte_at: index {i} is out of range for a string of {} bytes",
+                s.len()
+            ),
+        ));
+    }
+    Ok(s[i as usize] as u64)
+}
+
+fn std_str_eq(_t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    let x = str_arg(a[0], "Std::str_eq first argument")?;
+    let y = str_arg(a[1], "Std::str_eq second argument")?;
+    Ok((x == y) as u64)
+}
+
+fn std_hash(_t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    str_arg(a[0], "Std::hash argument")?;
+    // SAFETY: non-null string (checked above); the hash is computed at creation.
+    let h = unsafe { (*(a[0] as *const StrHeader)).hash_code };
+    Ok(h as i32 as i64 as u64)
+}
+
+fn std_sqrt(_t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    Ok(f64::from_bits(a[0]).sqrt().to_bits())
+}
+
+fn std_clock_ns(_t: &mut ThreadCtx, _a: &[u64]) -> Result<u64, Fault> {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let e = EPOCH.get_or_init(Instant::now);
+    Ok(e.elapsed().as_nanos() as i64 as u64)
+}
+
+fn std_gc(_t: &mut ThreadCtx, _a: &[u64]) -> Result<u64, Fault> {
+    // The current heap never collects; the GC issue replaces this.
+    Ok(0)
+}
+
+fn thread_start(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    if a[0] == 0 {
+        return Err(Fault::null("Thread::start argument is null"));
+    }
+    let rt = t.rt();
+    // SAFETY: thread_class is the live Thread descriptor.
+    let obj = unsafe { rt.heap.new_object(rt.thread_class, false) }?;
+    // SAFETY: non-null receiver checked above; verified code passes a live Runnable.
+    let id = unsafe { rt.spawn_runnable(a[0] as *mut u8) }?;
+    // SAFETY: the handle field lies inside every Thread object.
+    unsafe { *(obj.add(rt.thread_handle_offset) as *mut i64) = id as i64 };
+    Ok(obj as u64)
+}
+
+fn thread_join(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    if a[0] == 0 {
+        return Err(Fault::null("Thread::join receiver is null"));
+    }
+    let rt = t.rt();
+    // SAFETY: the receiver is a live Thread object.
+    let id = unsafe { *((a[0] as *const u8).add(rt.thread_handle_offset) as *const i64) };
+    rt.flush_stdout();
+    rt.join_thread(id as usize);
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn str_f64_like_printf() {
+        // expected values from python3 '%.Nf' % x (glibc semantics)
+        let cases: &[(f64, i32, &str)] = &[
+            (0.125, 2, "0.12"),
+            (0.375, 2, "0.38"),
+            (2.5, 0, "2"),
+            (3.5, 0, "4"),
+            (1.005, 2, "1.00"),
+            (-0.0, 3, "-0.000"),
+            (-0.0001, 2, "-0.00"),
+            (3.14159, 3, "3.142"),
+            (1e21, 1, "1000000000000000000000.0"),
+            (0.1, 20, "0.10000000000000000555"),
+            (123.456, 0, "123"),
+            (f64::NAN, 2, "NaN"),
+            (f64::INFINITY, 2, "inf"),
+            (f64::NEG_INFINITY, 0, "-inf"),
+        ];
+        for &(v, d, want) in cases {
+            assert_eq!(format_f64(v, d).unwrap(), want, "{v} with {d}");
+        }
+        assert_eq!(format_f64(1.0, 31).unwrap_err().kind, FaultKind::Arithmetic);
+        assert_eq!(format_f64(1.0, -1).unwrap_err().kind, FaultKind::Arithmetic);
+        assert_eq!(
+            format_f64(1.0, 30).unwrap(),
+            format!("1.{}", "0".repeat(30))
+        );
+    }
+
+    #[test]
+    fn table_is_unique() {
+        for (i, a) in NATIVES.iter().enumerate() {
+            for b in &NATIVES[i + 1..] {
+                assert!(
+                    !(a.0 == b.0 && a.1 == b.1),
+                    "duplicate native {}::{}",
+                    a.0,
+                    a.1
+                );
+            }
+        }
+        assert!(lookup("Std", "println").is_some());
+        assert!(lookup("Std", "nope").is_none());
+    }
+}
