@@ -210,6 +210,9 @@ pub struct ThreadCtx {
     vs: Vec<u64>,
 }
 
+/// Native stack size cap for threads started by `Thread::start`.
+pub const SPAWNED_STACK_MAX: usize = 64 << 20;
+
 /// Value-stack slots per thread (64 MiB, committed lazily).
 const VALUE_STACK_SLOTS: usize = 8 << 20;
 
@@ -614,7 +617,8 @@ impl Runtime {
             .ok_or_else(|| {
                 Fault::new(FaultKind::InvalidCast, "object does not implement Runnable")
             })?;
-        let stack = self.opts.stack_size;
+        // Spawned threads get at most 64 MiB of native stack (~90,000 frames).
+        let stack = self.opts.stack_size.min(SPAWNED_STACK_MAX);
         let robj = r as usize;
         let mhp = mh as usize;
         let handle = std::thread::Builder::new()
@@ -859,6 +863,33 @@ pub fn run_file(path: &Path, args: &[String], opts: &Options) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run_src(name: &str, src: &str) -> i32 {
+        let dir = std::env::temp_dir().join(format!("kiln-rt-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(format!("{name}.kasm"));
+        std::fs::write(&p, src).unwrap();
+        let opts = Options {
+            stack_size: 64 << 20,
+            heap_max: 16 << 20,
+            ..Options::default()
+        };
+        run_file(&p, &[], &opts)
+    }
+
+    #[test]
+    fn exit_codes_end_to_end() {
+        let ok = ".library a\n.class public P {\n .method public static main() -> i32 {\n  ldc.i32 298\n  ret\n }\n}\n";
+        assert_eq!(run_src("ok", ok), 298 & 0xFF);
+        let bad = ".library b\n.class public P {\n .method public static main() -> i32 {\n  ldc.i64 1\n  ret\n }\n}\n";
+        assert_eq!(run_src("bad", bad), 3);
+        let unbound = ".library c\n.class public P {\n .method public static native nope()\n .method public static main() {\n  ret\n }\n}\n";
+        assert_eq!(run_src("unbound", unbound), 3);
+        let throws = ".library d\n.class public P {\n .method public static main() -> i32 {\n  ldc.i32 1\n  ldc.i32 0\n  div\n  ret\n }\n}\n";
+        assert_eq!(run_src("throws", throws), 1);
+        let caught = ".library e\n.class public P {\n .method public static main() -> i32 {\n  .try {\n   ldc.i32 1\n   ldc.i32 0\n   div\n   pop\n   leave out\n  } catch ArithmeticException {\n   pop\n   leave out\n  }\n out:\n  ldc.i32 5\n  ret\n }\n}\n";
+        assert_eq!(run_src("caught", caught), 5);
+    }
 
     #[test]
     fn options_parse() {
