@@ -1,1 +1,113 @@
-fn main() {}
+//! The `kiln` command: `run`, `asm`, `dis`, `inspect`.
+//!
+//! Exit codes (kasm.md "Running"): a program's own code from `main`; 1 for an
+//! uncaught exception; 3 when the input does not assemble, load or verify
+//! (nothing runs); 2 for usage errors and bad `KILN_*` settings.
+
+use clap::{Parser, Subcommand};
+use kiln::library::Library;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "kiln", version, about = "Kiln: a JIT-compiling bytecode runtime")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a program (`.kasm` text or `.klib` library); ARGS go to `main(args: string[])`.
+    Run {
+        /// The program.
+        file: PathBuf,
+        /// Arguments for the program.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Assemble kasm text into a `.klib` library.
+    Asm {
+        /// The kasm source.
+        file: PathBuf,
+        /// Output file (default: FILE with extension `.klib`).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Disassemble a library (or kasm file) to kasm text on standard output.
+    Dis {
+        /// The library.
+        file: PathBuf,
+    },
+    /// Print a library's metadata tables (a reflection-only load: no code is verified or run).
+    Inspect {
+        /// The library.
+        file: PathBuf,
+    },
+}
+
+/// Read a library without verifying it: `.klib` bytes or kasm text.
+fn read_library(path: &Path) -> Result<Library, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    if bytes.starts_with(&kiln::format::MAGIC) {
+        kiln::format::read(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+    } else {
+        let text = String::from_utf8(bytes)
+            .map_err(|e| format!("{}: not a .klib library and not UTF-8 text (byte {})", path.display(), e.utf8_error().valid_up_to()))?;
+        kiln::asm::assemble(&text, &path.display().to_string()).map_err(|errs| {
+            errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+        })
+    }
+}
+
+fn fail(msg: &str, code: u8) -> ExitCode {
+    eprintln!("{msg}");
+    ExitCode::from(code)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run { file, args } => {
+            let opts = match kiln::runtime::Options::from_env() {
+                Ok(o) => o,
+                Err(msg) => return fail(&format!("kiln: {msg}"), 2),
+            };
+            let code = kiln::runtime::run_file(&file, &args, &opts);
+            ExitCode::from((code & 0xFF) as u8)
+        }
+        Cmd::Asm { file, output } => {
+            let out = output.unwrap_or_else(|| file.with_extension("klib"));
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => return fail(&format!("{}: cannot read: {e}", file.display()), 3),
+            };
+            match kiln::asm::assemble(&text, &file.display().to_string()) {
+                Ok(lib) => match std::fs::write(&out, kiln::format::write(&lib)) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fail(&format!("{}: cannot write: {e}", out.display()), 2),
+                },
+                Err(errs) => {
+                    for e in errs {
+                        eprintln!("{e}");
+                    }
+                    ExitCode::from(3)
+                }
+            }
+        }
+        Cmd::Dis { file } => match read_library(&file) {
+            Ok(lib) => {
+                print!("{}", kiln::asm::disassemble(&lib));
+                ExitCode::SUCCESS
+            }
+            Err(msg) => fail(&msg, 3),
+        },
+        Cmd::Inspect { file } => match read_library(&file) {
+            Ok(lib) => {
+                print!("{}", kiln::format::inspect(&lib));
+                ExitCode::SUCCESS
+            }
+            Err(msg) => fail(&msg, 3),
+        },
+    }
+}
