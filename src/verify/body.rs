@@ -859,7 +859,9 @@ impl<'a> Verifier<'a, '_> {
                 }
             }
             Op::Callvirt => {
-                if md.flags.is_static || is_ctor {
+                if is_ctor {
+                    self.err(K::CallvirtCtor(q.clone()));
+                } else if md.flags.is_static {
                     self.err(K::CallvirtNotInstance(q.clone()));
                 }
             }

@@ -399,8 +399,10 @@ pub enum VerifyErrorKind {
     },
     /// `call` of an abstract or interface method.
     CallAbstract(String),
-    /// `callvirt` of a static method or a constructor.
+    /// `callvirt` of a static method.
     CallvirtNotInstance(String),
+    /// `callvirt` of a constructor.
+    CallvirtCtor(String),
     /// `call C::ctor` outside a constructor of `C` or one of its subclasses.
     CtorCallOutsideCtor(String),
     /// `newobj` of something that is not a `ctor`.
@@ -557,6 +559,7 @@ impl fmt::Display for VerifyErrorKind {
             }
             CallAbstract(m) => write!(f, "`call` of abstract method `{m}` (use callvirt)"),
             CallvirtNotInstance(m) => write!(f, "`callvirt` needs an instance method, `{m}` is not"),
+            CallvirtCtor(m) => write!(f, "`callvirt` cannot call constructor `{m}` (use newobj or call)"),
             CtorCallOutsideCtor(m) => {
                 write!(f, "`call {m}` is only allowed in a constructor of that class or a subclass")
             }
