@@ -183,6 +183,8 @@ enum TryState {
     Try,
     Catch(u32),
     Finally,
+    /// A block opened on a line skipped after an error: its `}` only closes it.
+    Skipped,
 }
 
 struct TryFrame {
@@ -367,13 +369,33 @@ impl Parser<'_> {
     }
 
     /// Skip the rest of physical line `phys`, stopping before a `}`, a directive or the end.
-    fn skip_line(&mut self, phys: u32) {
+    /// Returns how many `{` were skipped.
+    fn skip_line(&mut self, phys: u32) -> usize {
+        let mut opened = 0;
         loop {
             let t = self.peek();
             if t.phys != phys || matches!(t.tok, Tok::Eof | Tok::RBrace | Tok::Directive(_)) {
-                return;
+                return opened;
+            }
+            if t.tok == Tok::LBrace {
+                opened += 1;
             }
             self.next();
+        }
+    }
+
+    /// [`Self::skip_line`] inside a method body: every `{` skipped opens a
+    /// block whose `}` must still be matched, so it gets a placeholder frame.
+    fn skip_body_line(&mut self, phys: u32, body: &mut Body) {
+        for _ in 0..self.skip_line(phys) {
+            body.tries.push(TryFrame {
+                open: self.peek().clone(),
+                try_start: body.code_len,
+                try_end: body.code_len,
+                state: TryState::Skipped,
+                block_start: body.code_len,
+                clauses: Vec::new(),
+            });
         }
     }
 
@@ -1141,7 +1163,7 @@ impl Parser<'_> {
                         self.next();
                         if let Err(e) = self.parse_locals(&mut body) {
                             self.errors.push(e);
-                            self.skip_line(t.phys);
+                            self.skip_body_line(t.phys, &mut body);
                         }
                     }
                     "try" => {
@@ -1157,7 +1179,7 @@ impl Parser<'_> {
                             }),
                             Err(e) => {
                                 self.errors.push(e);
-                                self.skip_line(t.phys);
+                                self.skip_body_line(t.phys, &mut body);
                             }
                         }
                     }
@@ -1168,7 +1190,7 @@ impl Parser<'_> {
                     other => {
                         self.report(&t, AsmErrorKind::UnknownDirective(other.to_string()));
                         self.next();
-                        self.skip_line(t.phys);
+                        self.skip_body_line(t.phys, &mut body);
                     }
                 },
                 Tok::Ident(w) if *self.peek_n(1) == Tok::Colon && !w.contains('.') => {
@@ -1199,7 +1221,7 @@ impl Parser<'_> {
                             AsmErrorKind::UnknownInstruction(w.clone())
                         };
                         self.report(&t, kind);
-                        self.skip_line(t.phys);
+                        self.skip_body_line(t.phys, &mut body);
                         continue;
                     };
                     match self.parse_operand(op) {
@@ -1231,7 +1253,7 @@ impl Parser<'_> {
                         }
                         Err(e) => {
                             self.errors.push(e);
-                            self.skip_line(t.phys);
+                            self.skip_body_line(t.phys, &mut body);
                         }
                     }
                 }
@@ -1244,7 +1266,7 @@ impl Parser<'_> {
                         },
                     );
                     self.next();
-                    self.skip_line(t.phys);
+                    self.skip_body_line(t.phys, &mut body);
                 }
             }
         }
@@ -1291,6 +1313,10 @@ impl Parser<'_> {
         };
         let was_finally = matches!(frame.state, TryState::Finally);
         match frame.state {
+            TryState::Skipped => {
+                body.tries.pop();
+                return;
+            }
             TryState::Try => frame.try_end = end,
             TryState::Catch(t) => {
                 frame
@@ -1322,7 +1348,15 @@ impl Parser<'_> {
             };
             if let Err(e) = self.expect(Tok::LBrace, "`{`") {
                 self.errors.push(e);
-                self.skip_line(t.phys);
+                // Resynchronise on the clause's `{` if it is on this line.
+                while self.peek().phys == t.phys
+                    && !matches!(
+                        self.peek().tok,
+                        Tok::Eof | Tok::LBrace | Tok::RBrace | Tok::Directive(_)
+                    )
+                {
+                    self.next();
+                }
                 if self.peek().tok == Tok::LBrace {
                     self.next();
                 }

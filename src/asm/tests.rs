@@ -238,8 +238,8 @@ fn insns(m: &MethodDef) -> Vec<Insn> {
         .collect()
 }
 
-/// Library equality that also treats NaNs bit-exactly (via Debug of the bits
-/// in the code, which `==` on `Library` already compares as bytes).
+/// Assemble, disassemble, assemble again: the `.klib` bytes must be identical
+/// (and the libraries equal).
 fn assert_roundtrip(src: &str) {
     let lib = asm(src);
     let text = disassemble(&lib);
@@ -254,6 +254,10 @@ fn assert_roundtrip(src: &str) {
         }
     };
     assert_eq!(lib, again, "round trip differs; disassembly:\n{text}");
+    assert!(
+        crate::format::write(&lib) == crate::format::write(&again),
+        "bytes differ:\n{text}"
+    );
     // And printing is stable.
     assert_eq!(text, disassemble(&again));
 }
@@ -902,7 +906,7 @@ fn error_messages_and_positions() {
             "8:4: `finally` must be the last clause of a `.try`",
         ),
         (
-            "  catch X {\n",
+            "  catch X {\n  }\n",
             "4:3: unexpected `catch` without a preceding `.try { ... }` block",
         ),
         (
@@ -1032,6 +1036,7 @@ fn never_panics_on_truncation_or_noise() {
             // Whatever assembles must also round trip.
             let again = assemble(&disassemble(&lib), "d.kasm").expect("disassembly assembles");
             assert_eq!(disassemble(&again), disassemble(&lib));
+            assert!(crate::format::write(&lib) == crate::format::write(&again));
         }
     }
     // Pure garbage.
@@ -1041,4 +1046,72 @@ fn never_panics_on_truncation_or_noise() {
             .collect();
         let _ = assemble(&g, "g.kasm");
     }
+}
+
+/// Every jit-test program that assembles round trips to identical bytes; the
+/// ones that do not assemble are the assembly-error cases.
+#[test]
+fn every_jit_test_round_trips() {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "kasm") {
+                out.push(p);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    walk(&root.join("jit-tests"), &mut files);
+    files.push(root.join("src/runtime/std.kasm"));
+    files.sort();
+    let mut checked = 0;
+    for f in &files {
+        let src = std::fs::read_to_string(f).expect("readable");
+        let name = f
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("?")
+            .to_string();
+        match assemble(&src, &name) {
+            Ok(lib) => {
+                let text = disassemble(&lib);
+                let again = assemble(&text, &name).unwrap_or_else(|e| {
+                    panic!(
+                        "{}: disassembly does not assemble: {e:?}\n{text}",
+                        f.display()
+                    )
+                });
+                assert!(
+                    crate::format::write(&lib) == crate::format::write(&again),
+                    "{}: round trip changes the bytes\n{text}",
+                    f.display()
+                );
+                checked += 1;
+            }
+            Err(es) => {
+                // Only files that expect an assembly error may fail, and the
+                // first error must be one the file names.
+                let first = es[0].to_string();
+                assert!(src.contains(";! exit: 3"), "{}: {first}", f.display());
+                let wanted: Vec<&str> = src
+                    .lines()
+                    .filter_map(|l| l.split(";! stderr: ").nth(1))
+                    .collect();
+                assert!(
+                    wanted
+                        .iter()
+                        .all(|w| es.iter().any(|e| e.to_string().contains(w))),
+                    "{}: errors {es:?} do not contain {wanted:?}",
+                    f.display()
+                );
+            }
+        }
+    }
+    assert!(checked > 0);
 }
