@@ -548,7 +548,11 @@ impl Lexer<'_> {
 /// Splits `src` into tokens (always ending with [`Tok::Eof`]); lexical errors go to `errors`.
 pub(crate) fn lex(src: &str, file: &str, errors: &mut Vec<AsmError>) -> Vec<Token> {
     let mut lx = Lexer {
-        chars: src.chars().collect(),
+        chars: src
+            .strip_prefix('\u{feff}')
+            .unwrap_or(src)
+            .chars()
+            .collect(),
         pos: 0,
         phys: 1,
         col: 1,

@@ -1631,6 +1631,15 @@ impl Parser<'_> {
     /// Resolves labels and variables, encodes the code and fills `m`.
     fn finish_body(&mut self, body: Body, m: &mut MethodDef) {
         let argc = m.params.len() + usize::from(!m.flags.is_static);
+        // Name lookups (first declaration wins; duplicates are already reported).
+        let mut param_ix: HashMap<&str, usize> = HashMap::new();
+        for (i, p) in m.params.iter().enumerate() {
+            param_ix.entry(p.name.as_str()).or_insert(i);
+        }
+        let mut local_ix: HashMap<&str, usize> = HashMap::new();
+        for (i, l) in body.locals.iter().enumerate() {
+            local_ix.entry(l.name.as_str()).or_insert(i);
+        }
         let mut code = Vec::with_capacity(body.code_len as usize);
         let mut lines: Vec<LineEntry> = Vec::new();
         for ins in body.insns {
@@ -1650,7 +1659,7 @@ impl Parser<'_> {
                             }
                             Some(0)
                         }
-                        VarRef::Name(n) => match m.params.iter().position(|p| p.name == n) {
+                        VarRef::Name(n) => match param_ix.get(n.as_str()).copied() {
                             Some(i) => Some(i + usize::from(!m.flags.is_static)),
                             None => {
                                 self.report(
@@ -1669,7 +1678,7 @@ impl Parser<'_> {
                 }
                 PArg::Local(v, t) => {
                     let idx = match v {
-                        VarRef::Name(n) => match body.locals.iter().position(|p| p.name == n) {
+                        VarRef::Name(n) => match local_ix.get(n.as_str()).copied() {
                             Some(i) => Some(i),
                             None => {
                                 self.report(

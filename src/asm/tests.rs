@@ -313,6 +313,14 @@ fn lexes_strings_and_chars() {
 }
 
 #[test]
+fn leading_byte_order_mark_is_skipped() {
+    assert_eq!(
+        toks("\u{feff}.library x")[0],
+        Tok::Directive("library".into())
+    );
+}
+
+#[test]
 fn line_directive_renumbers() {
     let mut e = Vec::new();
     let t = lex("a\n.line 100\nb\nc\n.line 7 ; comment\nd", "t", &mut e);
