@@ -27,7 +27,10 @@ struct Expect {
 }
 
 fn parse_directives(path: &Path, src: &str) -> Result<Expect, String> {
-    let mut e = Expect { roundtrip: true, ..Default::default() };
+    let mut e = Expect {
+        roundtrip: true,
+        ..Default::default()
+    };
     for (i, line) in src.lines().enumerate() {
         let Some(pos) = line.find(";!") else { continue };
         let d = &line[pos + 2..];
@@ -38,7 +41,13 @@ fn parse_directives(path: &Path, src: &str) -> Result<Expect, String> {
         };
         // A single space after the colon is part of the syntax, the rest is data.
         let val_exact = val.strip_prefix(' ').unwrap_or(val);
-        let bad = |what: &str| format!("{}:{}: bad `{key}` directive: {what}", path.display(), i + 1);
+        let bad = |what: &str| {
+            format!(
+                "{}:{}: bad `{key}` directive: {what}",
+                path.display(),
+                i + 1
+            )
+        };
         match key {
             "stdout" => e.stdout.push(val_exact.to_string()),
             "stderr" => e.stderr.push(val_exact.to_string()),
@@ -46,16 +55,24 @@ fn parse_directives(path: &Path, src: &str) -> Result<Expect, String> {
             "args" => e.args = val.split_whitespace().map(String::from).collect(),
             "mode" => e.only_mode = Some(val.trim().to_string()),
             "no-roundtrip" => e.roundtrip = false,
-            "truncate" => e.truncate = Some(val.trim().parse().map_err(|_| bad("expected a length"))?),
+            "truncate" => {
+                e.truncate = Some(val.trim().parse().map_err(|_| bad("expected a length"))?)
+            }
             "patch" => {
                 let mut it = val.split_whitespace();
-                let off = it.next().and_then(|s| parse_usize(s)).ok_or_else(|| bad("expected OFFSET HEX"))?;
+                let off = it
+                    .next()
+                    .and_then(parse_usize)
+                    .ok_or_else(|| bad("expected OFFSET HEX"))?;
                 let hex = it.next().ok_or_else(|| bad("expected OFFSET HEX"))?;
                 let bytes = parse_hex(hex).ok_or_else(|| bad("bad hex bytes"))?;
                 e.patches.push((off, bytes));
             }
             "env" => {
-                let (k, v) = val.trim().split_once('=').ok_or_else(|| bad("expected NAME=VALUE"))?;
+                let (k, v) = val
+                    .trim()
+                    .split_once('=')
+                    .ok_or_else(|| bad("expected NAME=VALUE"))?;
                 e.env.push((k.to_string(), v.to_string()));
             }
             _ => return Err(bad("unknown directive")),
@@ -72,10 +89,13 @@ fn parse_usize(s: &str) -> Option<usize> {
 }
 
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
 }
 
 fn kiln() -> Command {
@@ -104,7 +124,13 @@ fn show(o: &Output) -> String {
 /// Assemble `src` to a .klib in the scratch dir, apply truncation/patches.
 fn build_klib(path: &Path, rel: &str, e: &Expect) -> Result<PathBuf, Failed> {
     let out = scratch_name(rel, ".klib");
-    let o = kiln().arg("asm").arg(path).arg("-o").arg(&out).output().map_err(|e| e.to_string())?;
+    let o = kiln()
+        .arg("asm")
+        .arg(path)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .map_err(|e| e.to_string())?;
     if !o.status.success() {
         return Err(format!("kiln asm failed\n{}", show(&o)).into());
     }
@@ -131,7 +157,10 @@ fn run_case(path: &Path, rel: &str, mode: &str, jit: &str) -> Result<(), Failed>
         path.to_path_buf()
     };
     let mut cmd = kiln();
-    cmd.arg("run").arg(&target).args(&e.args).env("KILN_JIT", jit);
+    cmd.arg("run")
+        .arg(&target)
+        .args(&e.args)
+        .env("KILN_JIT", jit);
     for (k, v) in &e.env {
         cmd.env(k, v);
     }
@@ -164,26 +193,51 @@ fn run_case(path: &Path, rel: &str, mode: &str, jit: &str) -> Result<(), Failed>
 /// `kiln asm` → `kiln dis` → `kiln asm` gives byte-identical libraries.
 fn run_roundtrip(path: &Path, rel: &str) -> Result<(), Failed> {
     let first = scratch_name(rel, ".rt1.klib");
-    let o = kiln().arg("asm").arg(path).arg("-o").arg(&first).output().map_err(|e| e.to_string())?;
+    let o = kiln()
+        .arg("asm")
+        .arg(path)
+        .arg("-o")
+        .arg(&first)
+        .output()
+        .map_err(|e| e.to_string())?;
     if !o.status.success() {
         // Files that do not assemble are checked by their run case.
         return Ok(());
     }
-    let o = kiln().arg("dis").arg(&first).output().map_err(|e| e.to_string())?;
+    let o = kiln()
+        .arg("dis")
+        .arg(&first)
+        .output()
+        .map_err(|e| e.to_string())?;
     if !o.status.success() {
         return Err(format!("kiln dis failed\n{}", show(&o)).into());
     }
     let text = scratch_name(rel, ".rt.kasm");
     std::fs::write(&text, &o.stdout).map_err(|e| e.to_string())?;
     let second = scratch_name(rel, ".rt2.klib");
-    let o2 = kiln().arg("asm").arg(&text).arg("-o").arg(&second).output().map_err(|e| e.to_string())?;
+    let o2 = kiln()
+        .arg("asm")
+        .arg(&text)
+        .arg("-o")
+        .arg(&second)
+        .output()
+        .map_err(|e| e.to_string())?;
     if !o2.status.success() {
-        return Err(format!("disassembly does not re-assemble\n{}\n--- text ---\n{}", show(&o2), String::from_utf8_lossy(&o.stdout)).into());
+        return Err(format!(
+            "disassembly does not re-assemble\n{}\n--- text ---\n{}",
+            show(&o2),
+            String::from_utf8_lossy(&o.stdout)
+        )
+        .into());
     }
     let a = std::fs::read(&first).map_err(|e| e.to_string())?;
     let b = std::fs::read(&second).map_err(|e| e.to_string())?;
     if a != b {
-        let at = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+        let at = a
+            .iter()
+            .zip(&b)
+            .position(|(x, y)| x != y)
+            .unwrap_or(a.len().min(b.len()));
         return Err(format!(
             "re-assembled library differs at byte {at} ({} vs {} bytes)\n--- text ---\n{}",
             a.len(),
@@ -196,7 +250,9 @@ fn run_roundtrip(path: &Path, rel: &str) -> Result<(), Failed> {
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
     entries.sort();
     for p in entries {
@@ -217,7 +273,11 @@ fn main() {
     collect(&root.join("jit-tests"), &mut files);
     let mut trials = Vec::new();
     for path in files {
-        let rel = path.strip_prefix(root.join("jit-tests")).unwrap().to_string_lossy().replace('\\', "/");
+        let rel = path
+            .strip_prefix(root.join("jit-tests"))
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
         let src = std::fs::read_to_string(&path).unwrap_or_default();
         let directives = parse_directives(&path, &src);
         for &(mode, jit) in MODES {
@@ -227,11 +287,15 @@ fn main() {
                 }
             }
             let (p, r) = (path.clone(), rel.clone());
-            trials.push(Trial::test(format!("{mode}::{rel}"), move || run_case(&p, &r, mode, jit)));
+            trials.push(Trial::test(format!("{mode}::{rel}"), move || {
+                run_case(&p, &r, mode, jit)
+            }));
         }
         if directives.as_ref().map(|d| d.roundtrip).unwrap_or(true) {
             let (p, r) = (path.clone(), rel.clone());
-            trials.push(Trial::test(format!("roundtrip::{rel}"), move || run_roundtrip(&p, &r)));
+            trials.push(Trial::test(format!("roundtrip::{rel}"), move || {
+                run_roundtrip(&p, &r)
+            }));
         }
     }
     let conclusion = libtest_mimic::run(&args, trials);

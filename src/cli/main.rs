@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "Kiln: a JIT-compiling bytecode runtime")]
+#[command(
+    name = "kiln",
+    version,
+    about = "Kiln: a JIT-compiling bytecode runtime"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -52,10 +56,18 @@ fn read_library(path: &Path) -> Result<Library, String> {
     if bytes.starts_with(&kiln::format::MAGIC) {
         kiln::format::read(&bytes).map_err(|e| format!("{}: {e}", path.display()))
     } else {
-        let text = String::from_utf8(bytes)
-            .map_err(|e| format!("{}: not a .klib library and not UTF-8 text (byte {})", path.display(), e.utf8_error().valid_up_to()))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            format!(
+                "{}: not a .klib library and not UTF-8 text (byte {})",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            )
+        })?;
         kiln::asm::assemble(&text, &path.display().to_string()).map_err(|errs| {
-            errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
         })
     }
 }

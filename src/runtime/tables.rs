@@ -542,6 +542,12 @@ pub mod offsets {
     pub const SH_OFFSET: usize = offset_of!(StackHandle, offset);
     /// `TypeHandle::type_size`.
     pub const TH_SIZE: usize = offset_of!(TypeHandle, type_size);
+    /// `ClassDesc::kind`.
+    pub const CD_KIND: usize = offset_of!(ClassDesc, kind);
+    /// `ThreadCtx::pending` (the pending exception, checked after every call).
+    pub const TC_PENDING: usize = offset_of!(crate::runtime::ThreadCtx, pending);
+    /// `ThreadCtx::stack_limit` (compared with the native stack pointer on entry).
+    pub const TC_STACK_LIMIT: usize = offset_of!(crate::runtime::ThreadCtx, stack_limit);
 }
 
 /// Item type id of a storage type (0 reference, 14 for `i32`).
@@ -1500,8 +1506,8 @@ mod tests {
 
     #[test]
     fn lookup_finds_ranges() {
-        let d1 = 1 as *const MethodDefinition;
-        let d2 = 2 as *const MethodDefinition;
+        let d1 = std::ptr::dangling::<MethodDefinition>();
+        let d2 = d1.wrapping_add(1);
         let t = vec![
             MethodLookupEntry {
                 code_start: 100,
