@@ -24,6 +24,10 @@ struct Cli {
 enum Cmd {
     /// Run a program (`.kasm` text or `.klib` library); ARGS go to `main(args: string[])`.
     Run {
+        /// Print the CLIF and the machine code of METHOD (`Class::method`) on
+        /// stderr when it is compiled (JIT mode; it is compiled at load).
+        #[arg(long, value_name = "METHOD")]
+        dump_clif: Option<String>,
         /// The program.
         file: PathBuf,
         /// Arguments for the program.
@@ -80,7 +84,15 @@ fn fail(msg: &str, code: u8) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Run { file, args } => {
+        Cmd::Run {
+            file,
+            args,
+            dump_clif,
+        } => {
+            // JIT hook: `--dump-clif`.
+            if let Some(m) = &dump_clif {
+                kiln::jit::set_dump_clif(m);
+            }
             let opts = match kiln::runtime::Options::from_env() {
                 Ok(o) => o,
                 Err(msg) => return fail(&format!("kiln: {msg}"), 2),

@@ -308,12 +308,7 @@ pub fn conv(src: Src, op: Op, v: u64) -> Result<u64, Fault> {
             };
             match u32::try_from(n).ok().and_then(char::from_u32) {
                 Some(c) => c as u32 as u64,
-                None => {
-                    return Err(Fault::new(
-                        FaultKind::InvalidCast,
-                        format!("conv.char: {n} (0x{n:x}) is not a Unicode scalar value"),
-                    ))
-                }
+                None => return Err(Fault::conv_char(n)),
             }
         }
         Op::ConvF32 => (match src {
@@ -473,10 +468,10 @@ pub struct Region {
 }
 
 impl Region {
-    fn in_try(&self, pc: u32) -> bool {
+    pub(crate) fn in_try(&self, pc: u32) -> bool {
         self.try_start <= pc && pc < self.try_end
     }
-    fn in_handler(&self, pc: u32) -> bool {
+    pub(crate) fn in_handler(&self, pc: u32) -> bool {
         self.handler_start <= pc && pc < self.handler_end
     }
 }
@@ -905,7 +900,7 @@ pub unsafe extern "C" fn interp_entry(
 }
 
 /// A `finally` in progress: what to do at its `endfinally`.
-enum Cont {
+pub(crate) enum Cont {
     /// Continue a `leave` from instruction `from` to `target`.
     Leave {
         region: usize,
@@ -930,10 +925,10 @@ impl Cont {
 }
 
 /// A caught exception, for `rethrow` inside its catch block.
-struct Caught {
-    region: usize,
-    exc: *mut u8,
-    trace: Vec<*const MethodHandle>,
+pub(crate) struct Caught {
+    pub(crate) region: usize,
+    pub(crate) exc: *mut u8,
+    pub(crate) trace: Vec<*const MethodHandle>,
 }
 
 /// Run one interpreted frame.
@@ -942,10 +937,7 @@ struct Caught {
 /// As [`interp_entry`].
 unsafe fn run(t: &mut ThreadCtx, mh: &MethodHandle, args: *const u64) -> u64 {
     if approx_sp() < t.stack_limit {
-        t.raise(Fault::new(
-            FaultKind::StackOverflow,
-            "stack overflow: the native stack is exhausted",
-        ));
+        t.raise(Fault::native_stack_overflow());
         return 0;
     }
     let code_ptr = mh.interp_code.load(Ordering::Acquire) as *const Code;
@@ -1046,11 +1038,17 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     break 'dispatch cur;
                 }};
             }
+            macro_rules! raise {
+                ($f:expr) => {{
+                    t.raise($f);
+                    break 'dispatch cur;
+                }};
+            }
             macro_rules! nonnull {
                 ($v:expr, $what:expr) => {{
                     let v: u64 = $v;
                     if v == 0 {
-                        fault!(FaultKind::NullReference, "null reference in {}", $what);
+                        raise!(Fault::null_in($what));
                     }
                     v as *mut u8
                 }};
@@ -1078,10 +1076,10 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     let b = *sp.sub(1) as i32;
                     let a = *sp.sub(2) as i32;
                     if b == 0 {
-                        fault!(FaultKind::Arithmetic, "integer division by zero");
+                        raise!(Fault::div_by_zero());
                     }
                     if a == i32::MIN && b == -1 {
-                        fault!(FaultKind::Arithmetic, "integer overflow: {a} / -1");
+                        raise!(Fault::div_overflow(a));
                     }
                     let r = if matches!(ins, I::DivI32) {
                         a / b
@@ -1095,7 +1093,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     let b = *sp.sub(1) as u32;
                     let a = *sp.sub(2) as u32;
                     if b == 0 {
-                        fault!(FaultKind::Arithmetic, "integer division by zero");
+                        raise!(Fault::div_by_zero());
                     }
                     let r = if matches!(ins, I::DivUnI32) {
                         a / b
@@ -1113,10 +1111,10 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     let b = *sp.sub(1) as i64;
                     let a = *sp.sub(2) as i64;
                     if b == 0 {
-                        fault!(FaultKind::Arithmetic, "integer division by zero");
+                        raise!(Fault::div_by_zero());
                     }
                     if a == i64::MIN && b == -1 {
-                        fault!(FaultKind::Arithmetic, "integer overflow: {a} / -1");
+                        raise!(Fault::div_overflow(a));
                     }
                     let r = if matches!(ins, I::DivI64) {
                         a / b
@@ -1130,7 +1128,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     let b = *sp.sub(1);
                     let a = *sp.sub(2);
                     if b == 0 {
-                        fault!(FaultKind::Arithmetic, "integer division by zero");
+                        raise!(Fault::div_by_zero());
                     }
                     let r = if matches!(ins, I::DivUnI64) {
                         a / b
@@ -1206,11 +1204,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                 } => {
                     sp = sp.sub(nargs as usize);
                     if this && *sp == 0 {
-                        fault!(
-                            FaultKind::NullReference,
-                            "null receiver in call to {}",
-                            rt.method_name(&*callee)
-                        );
+                        raise!(Fault::null_receiver(&rt.method_name(&*callee)));
                     }
                     let r = call_method(t, callee, sp);
                     if t.has_pending() {
@@ -1241,10 +1235,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     sp = sp.sub(nargs as usize);
                     let recv = nonnull!(*sp, "callvirt receiver");
                     let Some(callee) = rt.dispatch_interface(recv, iface, idx as usize) else {
-                        fault!(
-                            FaultKind::InvalidCast,
-                            "object does not implement the interface"
-                        );
+                        raise!(Fault::not_implemented());
                     };
                     let r = call_method(t, callee, sp);
                     if t.has_pending() {
@@ -1295,19 +1286,14 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     if o != 0 {
                         let oc = &*class_of(o as *const u8);
                         if !oc.instance_of(&*cd) {
-                            fault!(
-                                FaultKind::InvalidCast,
-                                "cannot cast {} to {}",
-                                oc.name(),
-                                (*cd).name()
-                            );
+                            raise!(Fault::bad_cast(oc.name(), (*cd).name()));
                         }
                     }
                 }
                 I::Newarr(cd) => {
                     let n = pop!() as i32;
                     if n < 0 {
-                        fault!(FaultKind::Arithmetic, "negative array length {n}");
+                        raise!(Fault::negative_length(n));
                     }
                     match rt.heap.new_array(cd, n as i64, false) {
                         Ok(a) => push!(a as u64),
@@ -1326,10 +1312,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     let a = nonnull!(*sp.sub(1), "ldelem");
                     let n = array_len(a);
                     if i < 0 || i as u32 >= n {
-                        fault!(
-                            FaultKind::IndexOutOfRange,
-                            "index {i} is out of range for an array of length {n}"
-                        );
+                        raise!(Fault::index_out_of_range(i, n));
                     }
                     *sp.sub(1) = load(a.add(ARRAY_DATA_OFFSET + i as usize * size as usize), k);
                 }
@@ -1339,10 +1322,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     let a = nonnull!(pop!(), "stelem");
                     let n = array_len(a);
                     if i < 0 || i as u32 >= n {
-                        fault!(
-                            FaultKind::IndexOutOfRange,
-                            "index {i} is out of range for an array of length {n}"
-                        );
+                        raise!(Fault::index_out_of_range(i, n));
                     }
                     store(a.add(ARRAY_DATA_OFFSET + i as usize * size as usize), k, v);
                 }
@@ -1374,7 +1354,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                 I::Throw => {
                     let e = pop!();
                     if e == 0 {
-                        fault!(FaultKind::NullReference, "throw of a null reference");
+                        raise!(Fault::throw_null());
                     }
                     t.throw(e as *mut u8);
                     break 'dispatch cur;
@@ -1499,7 +1479,7 @@ fn take_pending(t: &mut ThreadCtx) -> u64 {
 
 /// The next `finally` (from region `start` on) that a `leave` from `from`
 /// to `target` passes through.
-fn next_finally(code: &Code, start: usize, from: u32, target: u32) -> Option<usize> {
+pub(crate) fn next_finally(code: &Code, start: usize, from: u32, target: u32) -> Option<usize> {
     (start..code.regions.len()).find(|&i| {
         let r = &code.regions[i];
         r.catch.is_null() && r.in_try(from) && !r.in_try(target)
@@ -1513,7 +1493,7 @@ fn next_finally(code: &Code, start: usize, from: u32, target: u32) -> Option<usi
 /// it is parked in the continuation. `at` is the current instruction (used to
 /// abandon handler blocks the exception leaves).
 #[allow(clippy::too_many_arguments)]
-fn dispatch(
+pub(crate) fn dispatch(
     t: &mut ThreadCtx,
     code: &Code,
     conts: &mut Vec<Cont>,

@@ -181,6 +181,89 @@ impl Fault {
     pub fn null(what: &str) -> Fault {
         Fault::new(FaultKind::NullReference, format!("null reference: {what}"))
     }
+
+    // --- Faults raised by executing bytecode. The interpreter and the JIT's
+    // helpers (src/jit/helpers.rs) both build them here, so the two execution
+    // modes produce the same messages.
+
+    /// A null reference used by instruction `what` (`ldfld`, `callvirt receiver`, ...).
+    pub fn null_in(what: &str) -> Fault {
+        Fault::new(
+            FaultKind::NullReference,
+            format!("null reference in {what}"),
+        )
+    }
+
+    /// `call` of an instance method `method` (`Class::name`) on null.
+    pub fn null_receiver(method: &str) -> Fault {
+        Fault::new(
+            FaultKind::NullReference,
+            format!("null receiver in call to {method}"),
+        )
+    }
+
+    /// Integer `div`/`rem` by zero.
+    pub fn div_by_zero() -> Fault {
+        Fault::new(FaultKind::Arithmetic, "integer division by zero")
+    }
+
+    /// Signed `MIN / -1` (or `rem`); `min` is the dividend.
+    pub fn div_overflow(min: impl fmt::Display) -> Fault {
+        Fault::new(
+            FaultKind::Arithmetic,
+            format!("integer overflow: {min} / -1"),
+        )
+    }
+
+    /// Array index out of range.
+    pub fn index_out_of_range(i: i32, len: u32) -> Fault {
+        Fault::new(
+            FaultKind::IndexOutOfRange,
+            format!("index {i} is out of range for an array of length {len}"),
+        )
+    }
+
+    /// `newarr` with a negative length.
+    pub fn negative_length(n: i32) -> Fault {
+        Fault::new(FaultKind::Arithmetic, format!("negative array length {n}"))
+    }
+
+    /// Failed `castclass`.
+    pub fn bad_cast(from: &str, to: &str) -> Fault {
+        Fault::new(
+            FaultKind::InvalidCast,
+            format!("cannot cast {from} to {to}"),
+        )
+    }
+
+    /// Interface call on an object whose class does not implement the interface.
+    pub fn not_implemented() -> Fault {
+        Fault::new(
+            FaultKind::InvalidCast,
+            "object does not implement the interface",
+        )
+    }
+
+    /// `throw` of null.
+    pub fn throw_null() -> Fault {
+        Fault::new(FaultKind::NullReference, "throw of a null reference")
+    }
+
+    /// `conv.char` of a value that is not a Unicode scalar value.
+    pub fn conv_char(n: i64) -> Fault {
+        Fault::new(
+            FaultKind::InvalidCast,
+            format!("conv.char: {n} (0x{n:x}) is not a Unicode scalar value"),
+        )
+    }
+
+    /// The native stack limit was reached on entry to a method.
+    pub fn native_stack_overflow() -> Fault {
+        Fault::new(
+            FaultKind::StackOverflow,
+            "stack overflow: the native stack is exhausted",
+        )
+    }
 }
 
 impl From<HeapError> for Fault {
@@ -395,6 +478,8 @@ pub struct Runtime {
     self_ref: OnceLock<Weak<Runtime>>,
     /// Interpreter code owned by the runtime (see `crate::interp`).
     pub interp_code: Vec<Box<crate::interp::Code>>,
+    /// JIT hook: the Cranelift tier, set by `crate::jit::install` in JIT mode.
+    pub jit: OnceLock<crate::jit::Jit>,
 }
 
 // SAFETY: the raw pointers refer to the runtime's own tables, which are
@@ -505,6 +590,7 @@ impl Runtime {
             threads: Mutex::new(Vec::new()),
             self_ref: OnceLock::new(),
             interp_code: Vec::new(),
+            jit: OnceLock::new(),
         };
         let code = crate::interp::prepare(&rt, verified).map_err(|e| vec![LoadError::Setup(e)])?;
         rt.interp_code = code;
@@ -555,6 +641,18 @@ impl Runtime {
             *(obj.add(self.message_offset) as *mut *mut u8) = s;
             obj
         }
+    }
+
+    /// The method whose code contains `pc`: JIT machine code first, then
+    /// interpreted bytecode ranges (the method lookup table).
+    pub fn lookup(&self, pc: usize) -> Option<&MethodHandle> {
+        if let Some(m) = self.jit.get().and_then(|j| j.lookup(pc)) {
+            // SAFETY: handles in the JIT's table are live tables of this runtime.
+            return Some(unsafe { &*m });
+        }
+        let def = tables::lookup_method(&self.tables.lookup, pc)?;
+        // SAFETY: definitions in the lookup table are live; `handle` is set for every method.
+        unsafe { (*def).handle.as_ref() }
     }
 
     /// `Class::method` of a handle.
@@ -822,9 +920,6 @@ pub fn run_file(path: &Path, args: &[String], opts: &Options) -> i32 {
             return 3;
         }
     };
-    // The JIT plugs in here: with `ExecMode::Jit` it will install its compile
-    // stub in every method slot after the tables are built. Until then both
-    // modes run the interpreter.
     let rt = match Runtime::new(program, files, &verified, opts.clone()) {
         Ok(rt) => Arc::new(rt),
         Err(e) => {
@@ -832,6 +927,14 @@ pub fn run_file(path: &Path, args: &[String], opts: &Options) -> i32 {
             return 3;
         }
     };
+    // JIT hook: in `ExecMode::Jit` every bytecode method's slot gets the
+    // compile stub (before any cctor runs); without a Cranelift backend for
+    // this host, everything stays in the interpreter.
+    if opts.mode == ExecMode::Jit {
+        if let Err(e) = crate::jit::install(&rt, verified) {
+            eprintln!("kiln: no JIT for this host ({e}); running in the interpreter");
+        }
+    }
     let _ = rt.self_ref.set(Arc::downgrade(&rt));
     let rt2 = Arc::clone(&rt);
     let args = args.to_vec();

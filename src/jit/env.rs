@@ -1,0 +1,508 @@
+//! How Kiln stores things, for the translator (`translate.rs`).
+//!
+//! This is the JIT's counterpart of wasmtime's `func_environ.rs`: everything
+//! that depends on Kiln's runtime layout lives here — object, string and
+//! array layouts, field and static addresses, class descriptors (vtable,
+//! interface slot table, interface bitmap, depth + display), the method slot
+//! and the calling convention, the `ThreadCtx` fields (pending exception,
+//! stack limit), the runtime helpers, and the hooks the garbage collector
+//! will fill in ([`FuncEnv::safepoint_poll`], [`FuncEnv::spill_refs_before_call`]).
+//! `translate.rs` only says what each instruction means in terms of these.
+//!
+//! Every offset comes from `runtime::tables::offsets` or the `heap` consts
+//! (`offset_of!`), never from a literal. Every address embedded in code (a
+//! handle, a descriptor, a static, an interned string, a helper) is stable
+//! for the runtime's lifetime, which is also the code's lifetime.
+
+use super::helpers;
+use crate::heap::{ARRAY_DATA_OFFSET, ARRAY_LEN_OFFSET, OBJ_CLASS_OFFSET};
+use crate::interp::Kind;
+use crate::runtime::tables::{kind, offsets, ClassDesc, MethodHandle};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{
+    types, AbiParam, AtomicRmwOp, InstBuilder, MemFlagsData, SigRef, Signature, StackSlot, Type,
+    Value,
+};
+use cranelift_codegen::isa::CallConv;
+use cranelift_frontend::FunctionBuilder;
+use std::collections::HashMap;
+
+/// Pointer-sized integer type (both supported targets are 64-bit).
+pub const PTR: Type = types::I64;
+
+/// Runtime helpers callable from compiled code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Helper {
+    /// [`helpers::jit_fault`].
+    Fault,
+    /// [`helpers::jit_throw`].
+    Throw,
+    /// [`helpers::jit_new_object`].
+    NewObject,
+    /// [`helpers::jit_new_array`].
+    NewArray,
+    /// [`helpers::jit_fmod32`].
+    Fmod32,
+    /// [`helpers::jit_fmod64`].
+    Fmod64,
+    /// [`helpers::jit_eh_free`].
+    EhFree,
+    /// [`helpers::jit_unwind`].
+    Unwind,
+    /// [`helpers::jit_eh_throw`].
+    EhThrow,
+    /// [`helpers::jit_eh_leave`].
+    EhLeave,
+    /// [`helpers::jit_eh_endfinally`].
+    EhEndfinally,
+    /// [`helpers::jit_eh_rethrow`].
+    EhRethrow,
+}
+
+impl Helper {
+    fn addr(self) -> usize {
+        match self {
+            Helper::Fault => helpers::jit_fault as *const () as usize,
+            Helper::Throw => helpers::jit_throw as *const () as usize,
+            Helper::NewObject => helpers::jit_new_object as *const () as usize,
+            Helper::NewArray => helpers::jit_new_array as *const () as usize,
+            Helper::Fmod32 => helpers::jit_fmod32 as *const () as usize,
+            Helper::Fmod64 => helpers::jit_fmod64 as *const () as usize,
+            Helper::EhFree => helpers::jit_eh_free as *const () as usize,
+            Helper::Unwind => helpers::jit_unwind as *const () as usize,
+            Helper::EhThrow => helpers::jit_eh_throw as *const () as usize,
+            Helper::EhLeave => helpers::jit_eh_leave as *const () as usize,
+            Helper::EhEndfinally => helpers::jit_eh_endfinally as *const () as usize,
+            Helper::EhRethrow => helpers::jit_eh_rethrow as *const () as usize,
+        }
+    }
+
+    /// (params, returns) of the helper's C signature.
+    fn types(self) -> (&'static [Type], &'static [Type]) {
+        use types::{F32, F64, I32};
+        match self {
+            Helper::Fault => (&[PTR, I32, PTR, PTR], &[]),
+            Helper::Throw => (&[PTR, PTR], &[]),
+            Helper::NewObject => (&[PTR, PTR], &[PTR]),
+            Helper::NewArray => (&[PTR, PTR, PTR], &[PTR]),
+            Helper::Fmod32 => (&[F32, F32], &[F32]),
+            Helper::Fmod64 => (&[F64, F64], &[F64]),
+            Helper::EhFree => (&[PTR], &[]),
+            Helper::Unwind => (&[PTR, PTR, PTR], &[]),
+            Helper::EhThrow | Helper::EhEndfinally => (&[PTR, PTR, PTR, I32], &[I32]),
+            Helper::EhLeave => (&[PTR, PTR, PTR, I32, I32], &[I32]),
+            Helper::EhRethrow => (&[PTR, PTR, PTR, I32], &[]),
+        }
+    }
+}
+
+/// Memory flags for accesses the translator has proven valid (non-null,
+/// in bounds, aligned): they never trap.
+pub fn trusted() -> MemFlagsData {
+    MemFlagsData::trusted()
+}
+
+/// The per-function environment.
+pub struct FuncEnv {
+    /// Calling convention of entries and helpers (the ISA default: `extern "C"`).
+    pub cc: CallConv,
+    /// `thread: *mut ThreadCtx` (entry parameter 0).
+    pub thread: Value,
+    /// `method: *const MethodHandle` (entry parameter 1).
+    pub method: Value,
+    /// `args: *const u64` (entry parameter 2).
+    pub args: Value,
+    /// Outgoing argument area: 8 bytes per argument slot of the largest call.
+    pub arg_area: Option<StackSlot>,
+    /// The frame's exception-state slot (methods with protected regions).
+    pub eh_slot: Option<StackSlot>,
+    entry_sig: Option<SigRef>,
+    helper_sigs: HashMap<Helper, SigRef>,
+}
+
+impl FuncEnv {
+    /// A new environment for a function whose entry parameters are given.
+    pub fn new(cc: CallConv, thread: Value, method: Value, args: Value) -> FuncEnv {
+        FuncEnv {
+            cc,
+            thread,
+            method,
+            args,
+            arg_area: None,
+            eh_slot: None,
+            entry_sig: None,
+            helper_sigs: HashMap::new(),
+        }
+    }
+
+    /// The one slot signature `fn(thread, method, args) -> u64`.
+    pub fn entry_signature(cc: CallConv) -> Signature {
+        let mut sig = Signature::new(cc);
+        sig.params.extend([AbiParam::new(PTR); 3]);
+        sig.returns.push(AbiParam::new(types::I64));
+        sig
+    }
+
+    /// A pointer constant.
+    pub fn ptr_const(&self, b: &mut FunctionBuilder, p: usize) -> Value {
+        b.ins().iconst(PTR, p as i64)
+    }
+
+    /// Call a runtime helper (indirectly, through its address as a constant).
+    pub fn call_helper(
+        &mut self,
+        b: &mut FunctionBuilder,
+        h: Helper,
+        args: &[Value],
+    ) -> Option<Value> {
+        let sig = match self.helper_sigs.get(&h) {
+            Some(s) => *s,
+            None => {
+                let (ps, rs) = h.types();
+                let mut sig = Signature::new(self.cc);
+                sig.params.extend(ps.iter().map(|t| AbiParam::new(*t)));
+                sig.returns.extend(rs.iter().map(|t| AbiParam::new(*t)));
+                let s = b.import_signature(sig);
+                self.helper_sigs.insert(h, s);
+                s
+            }
+        };
+        let f = self.ptr_const(b, h.addr());
+        let call = b.ins().call_indirect(sig, f, args);
+        b.inst_results(call).first().copied()
+    }
+
+    /// Raise a runtime fault through [`helpers::jit_fault`].
+    pub fn raise(&mut self, b: &mut FunctionBuilder, code: u32, a: Value, bv: Value) {
+        let c = b.ins().iconst(types::I32, code as i64);
+        let t = self.thread;
+        self.call_helper(b, Helper::Fault, &[t, c, a, bv]);
+    }
+
+    /// Is an exception pending? (an `i8` truth value)
+    pub fn pending_is_set(&self, b: &mut FunctionBuilder) -> Value {
+        let p = b
+            .ins()
+            .load(PTR, trusted(), self.thread, offsets::TC_PENDING as i32);
+        b.ins().icmp_imm_s(IntCC::NotEqual, p, 0)
+    }
+
+    /// Take the pending exception (for a catch handler's stack).
+    pub fn take_pending(&self, b: &mut FunctionBuilder) -> Value {
+        let p = b
+            .ins()
+            .load(PTR, trusted(), self.thread, offsets::TC_PENDING as i32);
+        let z = b.ins().iconst(PTR, 0);
+        b.ins()
+            .store(trusted(), z, self.thread, offsets::TC_PENDING as i32);
+        p
+    }
+
+    /// Is the native stack pointer below the thread's limit? (`i8`)
+    pub fn stack_exhausted(&self, b: &mut FunctionBuilder) -> Value {
+        let sp = b.ins().get_stack_pointer(PTR);
+        let lim = b
+            .ins()
+            .load(PTR, trusted(), self.thread, offsets::TC_STACK_LIMIT as i32);
+        b.ins().icmp(IntCC::UnsignedLessThan, sp, lim)
+    }
+
+    /// Safepoint poll (method entry and loop back-edges). Empty until the
+    /// GC issue: it will emit one load from the polling page here, after
+    /// spilling live references to their frame slots.
+    pub fn safepoint_poll(&mut self, _b: &mut FunctionBuilder, _live_refs: &[Value]) {}
+
+    /// Called before every call with the references live across it. Empty
+    /// until the GC issue: it will store them in the frame's GC slots (or
+    /// declare them for Cranelift's user stack maps).
+    pub fn spill_refs_before_call(&mut self, _b: &mut FunctionBuilder, _live_refs: &[Value]) {}
+
+    /// Store an argument value into outgoing slot `i` in the slot encoding
+    /// (`i32` sign-extended, `f32` bits in the low 32, others as 64 bits).
+    pub fn store_arg(&self, b: &mut FunctionBuilder, i: usize, v: Value) {
+        let area = self.arg_area.expect("arg area allocated for calls");
+        let ty = b.func.dfg.value_type(v);
+        let w = to_slot(b, v, ty);
+        b.ins().stack_store(PTR, w, area, (i * 8) as i32);
+    }
+
+    /// Call a method whose handle is `mh` through its slot with the outgoing
+    /// argument area; returns the raw 64-bit result.
+    pub fn call_slot(&mut self, b: &mut FunctionBuilder, mh: Value) -> Value {
+        let sig = match self.entry_sig {
+            Some(s) => s,
+            None => {
+                let s = b.import_signature(FuncEnv::entry_signature(self.cc));
+                self.entry_sig = Some(s);
+                s
+            }
+        };
+        // The slot is read with Acquire ordering, like `runtime::call_method`:
+        // the JIT publishes compiled code with a Release store.
+        let entry_addr = if offsets::MH_ENTRY == 0 {
+            mh
+        } else {
+            b.ins().iadd_imm_s(mh, offsets::MH_ENTRY as i64)
+        };
+        let f = b.ins().atomic_load(PTR, trusted(), entry_addr);
+        let area = self.arg_area.expect("arg area allocated for calls");
+        let a = b.ins().stack_addr(PTR, area, 0);
+        let t = self.thread;
+        let call = b.ins().call_indirect(sig, f, &[t, mh, a]);
+        b.inst_results(call)[0]
+    }
+
+    /// The class descriptor of a non-null object.
+    pub fn class_of(&self, b: &mut FunctionBuilder, obj: Value) -> Value {
+        b.ins().load(PTR, trusted(), obj, OBJ_CLASS_OFFSET as i32)
+    }
+
+    /// `vtable[slot]` of a non-null receiver's class.
+    pub fn vtable_method(&self, b: &mut FunctionBuilder, obj: Value, slot: u32) -> Value {
+        let cd = self.class_of(b, obj);
+        let vt = b.ins().load(PTR, trusted(), cd, offsets::CD_VTABLE as i32);
+        b.ins().load(PTR, trusted(), vt, (slot as usize * 8) as i32)
+    }
+
+    /// Interface dispatch (same as `Runtime::dispatch_interface`): the row of
+    /// interface `iface` in the receiver's interface slot table, or null if
+    /// the class does not implement it. Returns (row, is_null).
+    pub fn iface_row(&self, b: &mut FunctionBuilder, obj: Value, iface: u32) -> Value {
+        let cd = self.class_of(b, obj);
+        let len = b
+            .ins()
+            .uload32(trusted(), cd, offsets::CD_ISLOTS_LEN as i32);
+        let iv = b.ins().iconst(types::I64, iface as i64);
+        let in_range = b.ins().icmp(IntCC::UnsignedLessThan, iv, len);
+        let islots = b.ins().load(PTR, trusted(), cd, offsets::CD_ISLOTS as i32);
+        // Index 0 when out of range; the row is then discarded by the select.
+        let zero = b.ins().iconst(types::I64, 0);
+        let idx = b.ins().select(in_range, iv, zero);
+        let off = b.ins().imul_imm_s(idx, 8);
+        let addr = b.ins().iadd(islots, off);
+        // islots has islots_len entries; when len == 0 the load must not
+        // happen, so guard it with a select on the address (`islots` itself
+        // may be null then): load only through a valid address.
+        let safe = self_slot_addr(b, self);
+        let safe_addr = b.ins().select(in_range, addr, safe);
+        let row = b.ins().load(PTR, trusted(), safe_addr, 0);
+        b.ins().select(in_range, row, zero)
+    }
+
+    /// Is the non-null object `obj` an instance of `target`? (`i8`)
+    /// Classes: depth + display; interfaces: the bitmap; arrays: identity.
+    pub fn instance_of(&self, b: &mut FunctionBuilder, obj: Value, target: &ClassDesc) -> Value {
+        let cd = self.class_of(b, obj);
+        let tv = self.ptr_const(b, target as *const ClassDesc as usize);
+        match target.kind {
+            kind::ARRAY => b.ins().icmp(IntCC::Equal, cd, tv),
+            kind::INTERFACE => {
+                let id = target.iface_id;
+                let w = (id / 64) as i64;
+                let words = b
+                    .ins()
+                    .uload32(trusted(), cd, offsets::CD_IBITMAP_WORDS as i32);
+                let in_range = b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, words, w);
+                let bm = b.ins().load(PTR, trusted(), cd, offsets::CD_IBITMAP as i32);
+                let addr = b.ins().iadd_imm_s(bm, w * 8);
+                let safe = self_slot_addr(b, self);
+                let addr = b.ins().select(in_range, addr, safe);
+                let word = b.ins().load(types::I64, trusted(), addr, 0);
+                let bit = b.ins().band_imm_s(word, 1i64 << (id % 64));
+                let set = b.ins().icmp_imm_s(IntCC::NotEqual, bit, 0);
+                let f = b.ins().iconst(types::I8, 0);
+                b.ins().select(in_range, set, f)
+            }
+            _ => {
+                let depth = target.depth as i64;
+                let d = b.ins().uload32(trusted(), cd, offsets::CD_DEPTH as i32);
+                let deep_enough = b
+                    .ins()
+                    .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, d, depth);
+                let disp = b.ins().load(PTR, trusted(), cd, offsets::CD_DISPLAY as i32);
+                let addr = b.ins().iadd_imm_s(disp, depth * 8);
+                let safe = self_slot_addr(b, self);
+                let addr = b.ins().select(deep_enough, addr, safe);
+                let e = b.ins().load(PTR, trusted(), addr, 0);
+                let same = b.ins().icmp(IntCC::Equal, e, tv);
+                let f = b.ins().iconst(types::I8, 0);
+                b.ins().select(deep_enough, same, f)
+            }
+        }
+    }
+
+    /// Array length (`u32`, as an `i32` value).
+    pub fn array_len(&self, b: &mut FunctionBuilder, arr: Value) -> Value {
+        b.ins()
+            .load(types::I32, trusted(), arr, ARRAY_LEN_OFFSET as i32)
+    }
+
+    /// Address of element `idx` (an in-range `i32`) of elements of `size` bytes.
+    pub fn elem_addr(&self, b: &mut FunctionBuilder, arr: Value, idx: Value, size: u8) -> Value {
+        let i = b.ins().uextend(types::I64, idx);
+        let off = b.ins().imul_imm_s(i, size as i64);
+        let p = b.ins().iadd(arr, off);
+        b.ins().iadd_imm_s(p, ARRAY_DATA_OFFSET as i64)
+    }
+
+    /// Load a value of storage kind `k` from `addr + off`; `want` is the
+    /// stack type of the result (distinguishes `f64` from 64-bit integers).
+    pub fn load_kind(
+        &self,
+        b: &mut FunctionBuilder,
+        k: Kind,
+        addr: Value,
+        off: i32,
+        want: Type,
+    ) -> Value {
+        match k {
+            Kind::Bool | Kind::U8 => b.ins().uload8(types::I32, trusted(), addr, off),
+            Kind::I32 => b.ins().load(types::I32, trusted(), addr, off),
+            Kind::F32 => b.ins().load(types::F32, trusted(), addr, off),
+            Kind::W64 => b.ins().load(want, trusted(), addr, off),
+            Kind::ABool | Kind::AU8 => {
+                let a = offset_addr(b, addr, off);
+                let v = b.ins().atomic_load(types::I8, trusted(), a);
+                b.ins().uextend(types::I32, v)
+            }
+            Kind::AW64 => {
+                let a = offset_addr(b, addr, off);
+                b.ins().atomic_load(types::I64, trusted(), a)
+            }
+        }
+    }
+
+    /// Store stack value `v` with storage kind `k` at `addr + off` (narrow
+    /// stores: `u8` keeps the low 8 bits, `bool` stores `v != 0`).
+    pub fn store_kind(&self, b: &mut FunctionBuilder, k: Kind, addr: Value, off: i32, v: Value) {
+        match k {
+            Kind::Bool => {
+                let n = bool_of(b, v);
+                b.ins().istore8(trusted(), n, addr, off);
+            }
+            Kind::U8 => {
+                b.ins().istore8(trusted(), v, addr, off);
+            }
+            Kind::I32 | Kind::F32 | Kind::W64 => {
+                b.ins().store(trusted(), v, addr, off);
+            }
+            Kind::ABool | Kind::AU8 => {
+                let a = offset_addr(b, addr, off);
+                let n = narrow8(b, k, v);
+                b.ins().atomic_store(trusted(), n, a);
+            }
+            Kind::AW64 => {
+                let a = offset_addr(b, addr, off);
+                b.ins().atomic_store(trusted(), v, a);
+            }
+        }
+    }
+
+    /// `atomic.add` (returns the old value as a stack value).
+    pub fn atomic_add(
+        &self,
+        b: &mut FunctionBuilder,
+        k: Kind,
+        addr: Value,
+        off: i32,
+        v: Value,
+    ) -> Value {
+        let a = offset_addr(b, addr, off);
+        match k {
+            Kind::ABool | Kind::AU8 | Kind::Bool | Kind::U8 => {
+                let n = b.ins().ireduce(types::I8, v);
+                let old = b
+                    .ins()
+                    .atomic_rmw(types::I8, trusted(), AtomicRmwOp::Add, a, n);
+                b.ins().uextend(types::I32, old)
+            }
+            _ => b
+                .ins()
+                .atomic_rmw(types::I64, trusted(), AtomicRmwOp::Add, a, v),
+        }
+    }
+
+    /// `atomic.cas` (returns the old value as a stack value).
+    pub fn atomic_cas(
+        &self,
+        b: &mut FunctionBuilder,
+        k: Kind,
+        addr: Value,
+        off: i32,
+        e: Value,
+        n: Value,
+    ) -> Value {
+        let a = offset_addr(b, addr, off);
+        match k {
+            Kind::ABool | Kind::AU8 | Kind::Bool | Kind::U8 => {
+                let e8 = narrow8(b, k, e);
+                let n8 = narrow8(b, k, n);
+                let old = b.ins().atomic_cas(trusted(), a, e8, n8);
+                b.ins().uextend(types::I32, old)
+            }
+            _ => b.ins().atomic_cas(trusted(), a, e, n),
+        }
+    }
+
+    /// The address of the `MethodHandle` of the method being compiled.
+    pub fn method_ptr(&self, mh: &MethodHandle) -> usize {
+        mh as *const MethodHandle as usize
+    }
+}
+
+/// A valid, readable, 8-aligned address used as the harmless alternative of
+/// a guarded `select` (the frame's `method` handle: its first word is the slot).
+fn self_slot_addr(_b: &mut FunctionBuilder, env: &FuncEnv) -> Value {
+    env.method
+}
+
+fn offset_addr(b: &mut FunctionBuilder, addr: Value, off: i32) -> Value {
+    if off == 0 {
+        addr
+    } else {
+        b.ins().iadd_imm_s(addr, off as i64)
+    }
+}
+
+/// `v != 0` as an `i32` 0/1 (for `bool` stores).
+pub fn bool_of(b: &mut FunctionBuilder, v: Value) -> Value {
+    let c = b.ins().icmp_imm_s(IntCC::NotEqual, v, 0);
+    b.ins().uextend(types::I32, c)
+}
+
+/// Normalise an `i32` stack value for an 8-bit atomic of kind `k`.
+fn narrow8(b: &mut FunctionBuilder, k: Kind, v: Value) -> Value {
+    match k {
+        Kind::ABool | Kind::Bool => {
+            let c = b.ins().icmp_imm_s(IntCC::NotEqual, v, 0);
+            c // already i8 0/1
+        }
+        _ => b.ins().ireduce(types::I8, v),
+    }
+}
+
+/// Encode a stack value as a 64-bit slot.
+pub fn to_slot(b: &mut FunctionBuilder, v: Value, ty: Type) -> Value {
+    match ty {
+        types::I32 => b.ins().sextend(types::I64, v),
+        types::F32 => {
+            let bits = b.ins().bitcast(types::I32, MemFlagsData::new(), v);
+            b.ins().uextend(types::I64, bits)
+        }
+        types::F64 => b.ins().bitcast(types::I64, MemFlagsData::new(), v),
+        _ => v,
+    }
+}
+
+/// Decode a 64-bit slot value into a stack value of type `ty`.
+pub fn from_slot(b: &mut FunctionBuilder, v: Value, ty: Type) -> Value {
+    match ty {
+        types::I32 => b.ins().ireduce(types::I32, v),
+        types::F32 => {
+            let lo = b.ins().ireduce(types::I32, v);
+            b.ins().bitcast(types::F32, MemFlagsData::new(), lo)
+        }
+        types::F64 => b.ins().bitcast(types::F64, MemFlagsData::new(), v),
+        _ => v,
+    }
+}

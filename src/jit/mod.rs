@@ -1,0 +1,349 @@
+//! The Cranelift JIT tier (see `docs/jit.md`).
+//!
+//! Pipeline: a method's slot (`MethodHandle::entry`) initially holds
+//! [`jit_compile_stub`]. Its first call compiles the method — the verifier's
+//! [`MethodInfo`] plus the interpreter's pre-decoded body, lowered by
+//! `translate.rs` (instruction meaning) on top of `env.rs` (Kiln's layouts
+//! and runtime) to CLIF, compiled by cranelift-jit for the host — registers
+//! the code range in the method lookup table, writes the code address into
+//! the slot (Release) and calls it. Every later call, from interpreted or
+//! compiled code, goes straight to the machine code.
+//!
+//! Invariants:
+//! - compiled code has exactly the slot ABI ([`EntryFn`]), so interpreted
+//!   and compiled frames call each other freely;
+//! - a method is compiled at most once: compilation runs under one lock and
+//!   re-checks the slot (double-checked), so racing first calls compile once;
+//! - a slot only ever changes from the stub to final code (machine code, or
+//!   the interpreter adapter if compilation failed), never back;
+//! - code pages are never writable and executable at once (cranelift-jit
+//!   writes them RW and `finalize_definitions` turns them RX);
+//! - no Rust panic unwinds through compiled frames: helpers are `extern "C"`
+//!   and catch panics; the stub catches panics of the compiler.
+
+pub mod env;
+pub mod helpers;
+pub mod translate;
+
+use crate::runtime::tables::{EntryFn, MethodHandle};
+use crate::runtime::{Runtime, ThreadCtx};
+use crate::verify::{MethodInfo, Verified};
+use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_frontend::FunctionBuilderContext;
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Module};
+use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// Cranelift flags shared by the host JIT and cross-compilation.
+pub fn flags() -> settings::Flags {
+    let mut b = settings::builder();
+    let set = |b: &mut settings::Builder, k: &str, v: &str| {
+        b.set(k, v)
+            .unwrap_or_else(|e| panic!("cranelift flag {k}={v}: {e}"))
+    };
+    set(&mut b, "opt_level", "speed");
+    set(
+        &mut b,
+        "enable_verifier",
+        if cfg!(debug_assertions) {
+            "true"
+        } else {
+            "false"
+        },
+    );
+    set(&mut b, "preserve_frame_pointers", "true");
+    // cranelift-jit requires non-PIC code; libcalls (none expected) by absolute address.
+    set(&mut b, "is_pic", "false");
+    set(&mut b, "use_colocated_libcalls", "false");
+    settings::Flags::new(b)
+}
+
+/// The host ISA, or why there is no JIT backend for this machine.
+pub fn host_isa() -> Result<OwnedTargetIsa, String> {
+    let builder = cranelift_native::builder().map_err(|e| e.to_string())?;
+    builder.finish(flags()).map_err(|e| e.to_string())
+}
+
+/// An ISA by target name (e.g. `"aarch64"`), for cross-compilation.
+pub fn isa_by_name(name: &str) -> Result<OwnedTargetIsa, String> {
+    let builder = cranelift_codegen::isa::lookup_by_name(name).map_err(|e| e.to_string())?;
+    builder.finish(flags()).map_err(|e| e.to_string())
+}
+
+static DUMP_CLIF: OnceLock<String> = OnceLock::new();
+
+/// `kiln run --dump-clif Class::method`: print that method's CLIF and
+/// machine code on stderr when it is compiled (it is compiled eagerly).
+pub fn set_dump_clif(method: &str) {
+    let _ = DUMP_CLIF.set(method.to_string());
+}
+
+fn dump_requested(name: &str) -> bool {
+    DUMP_CLIF.get().is_some_and(|d| d == name)
+}
+
+/// One entry of the JIT's part of the method lookup table.
+struct LookupSlot {
+    start: AtomicUsize,
+    size: AtomicUsize,
+    method: AtomicPtr<MethodHandle>,
+}
+
+/// Append-only table of compiled code ranges. Capacity is the number of
+/// methods (each is compiled at most once); entries are written under the
+/// compile lock and published by `len` (Release), so readers need no lock
+/// (usable from a signal handler: no allocation, no locking).
+struct JitLookup {
+    slots: Box<[LookupSlot]>,
+    len: AtomicUsize,
+}
+
+impl JitLookup {
+    fn new(cap: usize) -> JitLookup {
+        JitLookup {
+            slots: (0..cap)
+                .map(|_| LookupSlot {
+                    start: AtomicUsize::new(0),
+                    size: AtomicUsize::new(0),
+                    method: AtomicPtr::new(std::ptr::null_mut()),
+                })
+                .collect(),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// Append (caller holds the compile lock).
+    fn push(&self, start: usize, size: usize, mh: *const MethodHandle) {
+        let n = self.len.load(Ordering::Relaxed);
+        if let Some(s) = self.slots.get(n) {
+            s.start.store(start, Ordering::Relaxed);
+            s.size.store(size, Ordering::Relaxed);
+            s.method.store(mh as *mut MethodHandle, Ordering::Relaxed);
+            self.len.store(n + 1, Ordering::Release);
+        }
+    }
+
+    fn lookup(&self, pc: usize) -> Option<*const MethodHandle> {
+        let n = self.len.load(Ordering::Acquire);
+        self.slots[..n.min(self.slots.len())].iter().find_map(|s| {
+            let start = s.start.load(Ordering::Relaxed);
+            let size = s.size.load(Ordering::Relaxed);
+            (pc >= start && pc - start < size).then(|| s.method.load(Ordering::Relaxed) as *const _)
+        })
+    }
+}
+
+struct Compiler {
+    module: JITModule,
+    ctx: Context,
+    fctx: FunctionBuilderContext,
+}
+
+/// The JIT of one runtime.
+pub struct Jit {
+    compiler: Mutex<Compiler>,
+    verified: Verified,
+    lookup: JitLookup,
+    compiles: AtomicUsize,
+    perf_map: Option<Mutex<std::fs::File>>,
+}
+
+// SAFETY: the JITModule (raw code pointers) is only touched under the mutex;
+// the code it owns is immutable once finalized and lives as long as the Jit.
+unsafe impl Send for Jit {}
+// SAFETY: as above; the lookup table is atomics only.
+unsafe impl Sync for Jit {}
+
+impl Jit {
+    /// A JIT for the host, or why there is none.
+    pub fn new(verified: Verified, methods: usize) -> Result<Jit, String> {
+        let isa = host_isa()?;
+        let module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+        let ctx = module.make_context();
+        let perf_map = if std::env::var("KILN_PERF_MAP").is_ok_and(|v| v == "1") {
+            let path = format!("/tmp/perf-{}.map", std::process::id());
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map(Mutex::new)
+                .map_err(|e| eprintln!("kiln: KILN_PERF_MAP: cannot open {path}: {e}"))
+                .ok()
+        } else {
+            None
+        };
+        Ok(Jit {
+            compiler: Mutex::new(Compiler {
+                module,
+                ctx,
+                fctx: FunctionBuilderContext::new(),
+            }),
+            verified,
+            lookup: JitLookup::new(methods),
+            compiles: AtomicUsize::new(0),
+            perf_map,
+        })
+    }
+
+    /// How many methods have been compiled.
+    pub fn compile_count(&self) -> usize {
+        self.compiles.load(Ordering::Relaxed)
+    }
+
+    /// The compiled method whose machine code contains `pc`.
+    pub fn lookup(&self, pc: usize) -> Option<*const MethodHandle> {
+        self.lookup.lookup(pc)
+    }
+
+    /// The entry to use for `mh`: its compiled code (compiling it now if its
+    /// slot still holds the stub), or the interpreter adapter if it cannot
+    /// be compiled.
+    pub fn entry_for(&self, rt: &Runtime, mh: &MethodHandle) -> usize {
+        let mut c = self.compiler.lock().unwrap_or_else(|e| e.into_inner());
+        let cur = mh.entry.load(Ordering::Acquire);
+        if cur != jit_compile_stub as *const () as usize {
+            return cur; // another thread compiled it while we waited
+        }
+        let name = rt.method_name(mh);
+        let r = catch_unwind(AssertUnwindSafe(|| self.compile(&mut c, rt, mh, &name)));
+        let entry = match r {
+            Ok(Ok((ptr, size))) => {
+                self.compiles.fetch_add(1, Ordering::Relaxed);
+                self.lookup.push(ptr, size, mh);
+                if let Some(f) = &self.perf_map {
+                    let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+                    let _ = writeln!(f, "{ptr:x} {size:x} {name}");
+                }
+                ptr
+            }
+            Ok(Err(e)) => {
+                eprintln!("kiln: internal JIT error: cannot compile {name}: {e}; it runs in the interpreter");
+                crate::interp::interp_entry as *const () as usize
+            }
+            Err(_) => {
+                eprintln!("kiln: internal JIT error: the compiler panicked on {name}; it runs in the interpreter");
+                c.ctx.clear();
+                c.fctx = FunctionBuilderContext::new();
+                crate::interp::interp_entry as *const () as usize
+            }
+        };
+        mh.entry.store(entry, Ordering::Release);
+        entry
+    }
+
+    fn compile(
+        &self,
+        c: &mut Compiler,
+        rt: &Runtime,
+        mh: &MethodHandle,
+        name: &str,
+    ) -> Result<(usize, usize), String> {
+        let info: &MethodInfo = self
+            .verified
+            .methods
+            .get(&mh.member)
+            .ok_or("no verifier output for this method")?;
+        let Compiler { module, ctx, fctx } = c;
+        let func = translate::translate(rt, mh, info, module.isa(), fctx)?;
+        let dump = dump_requested(name);
+        if dump {
+            eprintln!(";; CLIF of {name}\n{}", func.display());
+        }
+        let id = module
+            .declare_anonymous_function(&func.signature)
+            .map_err(|e| e.to_string())?;
+        ctx.clear();
+        ctx.func = func;
+        ctx.set_disasm(dump);
+        let r = module.define_function(id, ctx);
+        if let Err(e) = r {
+            let msg = match &e {
+                cranelift_module::ModuleError::Compilation(ce) => {
+                    format!("{ce:?}")
+                }
+                e => e.to_string(),
+            };
+            ctx.clear();
+            return Err(msg);
+        }
+        let compiled = ctx.compiled_code().ok_or("no compiled code")?;
+        let size = compiled.code_buffer().len();
+        if dump {
+            eprintln!(
+                ";; machine code of {name} ({}, {size} bytes)\n{}",
+                module.isa().triple(),
+                compiled.vcode.as_deref().unwrap_or("")
+            );
+        }
+        module.clear_context(ctx);
+        module.finalize_definitions().map_err(|e| e.to_string())?;
+        let ptr = module.get_finalized_function(id) as usize;
+        Ok((ptr, size))
+    }
+}
+
+/// The initial slot of every bytecode method in JIT mode: compile, write
+/// back, call.
+///
+/// # Safety
+/// Called only through a method slot, with the contract of [`EntryFn`].
+pub unsafe extern "C" fn jit_compile_stub(
+    thread: *mut ThreadCtx,
+    mh: *const MethodHandle,
+    args: *const u64,
+) -> u64 {
+    let entry = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: per this function's contract.
+        let (t, m) = unsafe { (&*thread, &*mh) };
+        let rt = t.rt();
+        match rt.jit.get() {
+            Some(j) => j.entry_for(rt, m),
+            None => crate::interp::interp_entry as *const () as usize,
+        }
+    }))
+    .unwrap_or(crate::interp::interp_entry as *const () as usize);
+    // SAFETY: `entry` is compiled code with the slot ABI or the interpreter adapter.
+    unsafe {
+        let f = std::mem::transmute::<usize, EntryFn>(entry);
+        f(thread, mh, args)
+    }
+}
+
+/// Set up JIT mode for `rt`: create the JIT (keeping the verifier's output
+/// for lazy compilation) and put the compile stub in the slot of every
+/// method with a bytecode body. Returns `Err` (and changes nothing) if there
+/// is no Cranelift backend for this host.
+pub fn install(rt: &Runtime, verified: Verified) -> Result<(), String> {
+    let count = rt.tables.all_methods().count();
+    let jit = Jit::new(verified, count)?;
+    if rt.jit.set(jit).is_err() {
+        return Err("the JIT is already installed".into());
+    }
+    let stub = jit_compile_stub as *const () as usize;
+    let mut dump_target = None;
+    for mh in rt.tables.all_methods() {
+        if mh.interp_code.load(Ordering::Acquire).is_null() {
+            continue; // natives, abstract and interface methods keep their slot
+        }
+        mh.entry.store(stub, Ordering::Release);
+        if DUMP_CLIF.get().is_some_and(|d| *d == rt.method_name(mh)) {
+            dump_target = Some(mh);
+        }
+    }
+    if let Some(d) = DUMP_CLIF.get() {
+        match dump_target {
+            Some(mh) => {
+                if let Some(j) = rt.jit.get() {
+                    j.entry_for(rt, mh);
+                }
+            }
+            None => eprintln!("kiln: --dump-clif: no method {d} with a bytecode body"),
+        }
+    }
+    Ok(())
+}

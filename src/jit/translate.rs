@@ -1,0 +1,1077 @@
+//! What each instruction means: bytecode → CLIF.
+//!
+//! Input: the verifier's [`MethodInfo`] (the typed stack before every
+//! instruction) and the interpreter's pre-decoded instructions of the same
+//! method (`interp::Code`, index-parallel to `MethodInfo::insns`), which have
+//! already resolved every name to a handle, offset, address, vtable slot or
+//! interned string and specialised every operation by operand type. Using
+//! the same resolution as the interpreter is what makes the two modes agree.
+//!
+//! Lowering:
+//! - the evaluation stack is a compile-time `Vec<Value>` of SSA values (no
+//!   memory traffic); `i32`/`bool`/`u8`/`char` are CLIF `i32`, `i64`/`u64`
+//!   `i64`, floats `f32`/`f64`, references and pointers `i64`;
+//! - each bytecode basic block is a CLIF block whose parameters are the
+//!   stack on entry (types from the verifier); arguments and locals are
+//!   cranelift `Variable`s, so the frontend builds SSA for them;
+//! - everything that depends on Kiln's layout or runtime (memory, calls,
+//!   helpers, pending checks, the stack limit, GC hooks) is asked of
+//!   [`FuncEnv`] (`env.rs`).
+//!
+//! Exceptions: every instruction that can throw branches, when it does, to
+//! the exception path of its instruction index `at`: if `at` is inside a try
+//! block of this method, a dispatch block asks the runtime (the
+//! interpreter's region logic, `helpers.rs`) for the handler and jumps there
+//! through a switch over the method's handler starts and `leave` targets;
+//! otherwise (or when nothing catches) the frame appends itself to the trace
+//! and returns 0 — exactly the interpreter's protocol.
+
+use super::env::{self, from_slot, to_slot, FuncEnv, Helper, PTR};
+use super::helpers::{code as fc, null_what};
+use crate::bytecode::Op;
+use crate::interp::{Cmp, Code, Kind, Src, I};
+use crate::library::TypeSig;
+use crate::runtime::tables::MethodHandle;
+use crate::runtime::Runtime;
+use crate::verify::{MethodInfo, VType};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::Block;
+use cranelift_codegen::ir::{
+    types, BlockArg, BlockCall, Function, InstBuilder, JumpTableData, StackSlotData, StackSlotKind,
+    Type, UserFuncName, Value,
+};
+use cranelift_codegen::isa::TargetIsa;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Switch, Variable};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+
+/// The CLIF type of a stack type.
+pub fn clif_type(t: &VType) -> Type {
+    match t {
+        VType::I32 => types::I32,
+        VType::I64 => types::I64,
+        VType::F32 => types::F32,
+        VType::F64 => types::F64,
+        VType::Ptr | VType::Null | VType::Ref(_) => PTR,
+    }
+}
+
+fn sig_type(t: &TypeSig) -> Type {
+    clif_type(&VType::of(t))
+}
+
+/// Build the CLIF function of method `mh` for `isa`.
+pub fn translate(
+    rt: &Runtime,
+    mh: &MethodHandle,
+    info: &MethodInfo,
+    isa: &dyn TargetIsa,
+    fctx: &mut FunctionBuilderContext,
+) -> Result<Function, String> {
+    let code_ptr = mh.interp_code.load(Ordering::Acquire) as *const Code;
+    // SAFETY: null or the method's pre-decoded code, owned by the runtime.
+    let code = unsafe { code_ptr.as_ref() }.ok_or("the method has no pre-decoded body")?;
+    if code.insns.len() != info.insns.len() {
+        return Err("pre-decoded code and verifier output disagree".into());
+    }
+    let m = rt.program.method(mh.member);
+    let mut var_types = Vec::new();
+    if !m.flags.is_static {
+        var_types.push(PTR);
+    }
+    var_types.extend(m.params.iter().map(|p| sig_type(&p.ty)));
+    var_types.extend(m.locals.iter().map(|l| sig_type(&l.ty)));
+    if var_types.len() != (code.nargs + code.nlocals) as usize {
+        return Err("argument/local count mismatch".into());
+    }
+
+    let cc = isa.default_call_conv();
+    let mut func = Function::with_name_signature(
+        UserFuncName::user(0, mh.method_token),
+        FuncEnv::entry_signature(cc),
+    );
+    let b = FunctionBuilder::new(&mut func, fctx);
+    let mut tx = Tx::new(info, code, b, cc, var_types);
+    tx.run()?;
+    tx.b.seal_all_blocks();
+    tx.b.finalize(isa.frontend_config());
+    Ok(func)
+}
+
+struct Tx<'a, 'f> {
+    info: &'a MethodInfo,
+    code: &'a Code,
+    b: FunctionBuilder<'f>,
+    env: FuncEnv,
+    vars: Vec<Variable>,
+    var_types: Vec<Type>,
+    /// Instruction index → its block (block starts that are reachable).
+    blocks: BTreeMap<usize, Block>,
+    /// Stack of the current block.
+    stack: Vec<Value>,
+    /// Shared exit: append this frame to the trace, return 0.
+    propagate: Block,
+    /// Exception dispatch at `at` (param: i32 instruction index); methods with regions.
+    eh: Option<Block>,
+    /// Continue at instruction `r` chosen by the runtime (param: i32); methods with regions.
+    goto: Option<Block>,
+}
+
+impl<'a, 'f> Tx<'a, 'f> {
+    fn new(
+        info: &'a MethodInfo,
+        code: &'a Code,
+        mut b: FunctionBuilder<'f>,
+        cc: cranelift_codegen::isa::CallConv,
+        var_types: Vec<Type>,
+    ) -> Self {
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let env = FuncEnv::new(cc, p[0], p[1], p[2]);
+        let propagate = b.create_block();
+        b.set_cold_block(propagate);
+        Tx {
+            info,
+            code,
+            b,
+            env,
+            vars: Vec::new(),
+            var_types,
+            blocks: BTreeMap::new(),
+            stack: Vec::new(),
+            propagate,
+            eh: None,
+            goto: None,
+        }
+    }
+
+    fn stack_types(&self, i: usize) -> Option<Vec<Type>> {
+        self.info
+            .insns
+            .get(i)?
+            .stack
+            .as_ref()
+            .map(|s| s.iter().map(clif_type).collect())
+    }
+
+    /// The stack type of the value an instruction at `i` pushes (the top of
+    /// the stack before `i + 1`, which is reachable because value-producing
+    /// instructions fall through).
+    fn result_type(&self, i: usize) -> Result<Type, String> {
+        self.info
+            .insns
+            .get(i + 1)
+            .and_then(|n| n.stack.as_ref())
+            .and_then(|s| s.last())
+            .map(clif_type)
+            .ok_or_else(|| format!("no result type after instruction {i}"))
+    }
+
+    fn has_regions(&self) -> bool {
+        !self.code.regions.is_empty()
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        let n = self.code.insns.len();
+        // --- block starts
+        let mut starts = BTreeSet::new();
+        starts.insert(0usize);
+        let mut dyn_targets = BTreeSet::new();
+        let mut max_call_args = 0usize;
+        for (i, ins) in self.code.insns.iter().enumerate() {
+            match *ins {
+                I::Br(t) | I::Brtrue(t) | I::Brfalse(t) | I::BrCmp(_, t) => {
+                    starts.insert(t as usize);
+                    starts.insert(i + 1);
+                }
+                I::Leave(t) => {
+                    starts.insert(t as usize);
+                    dyn_targets.insert(t as usize);
+                    starts.insert(i + 1);
+                }
+                I::Switch { start, len } => {
+                    for k in start..start + len {
+                        starts.insert(self.code.switch_targets[k as usize] as usize);
+                    }
+                    starts.insert(i + 1);
+                }
+                I::Ret(_) | I::RetVoid | I::Throw | I::Rethrow | I::Endfinally | I::Unreachable => {
+                    starts.insert(i + 1);
+                }
+                I::Call { nargs, .. } | I::CallVirt { nargs, .. } | I::CallIface { nargs, .. } => {
+                    max_call_args = max_call_args.max(nargs as usize).max(1)
+                }
+                I::Newobj { nargs, .. } => max_call_args = max_call_args.max(nargs as usize + 1),
+                _ => {}
+            }
+        }
+        for r in &self.code.regions {
+            starts.insert(r.handler_start as usize);
+            starts.insert(r.try_start as usize);
+            dyn_targets.insert(r.handler_start as usize);
+        }
+        for &s in &starts {
+            if s >= n {
+                continue;
+            }
+            if let Some(tys) = self.stack_types(s) {
+                let blk = self.b.create_block();
+                for t in tys {
+                    self.b.append_block_param(blk, t);
+                }
+                self.blocks.insert(s, blk);
+            }
+        }
+        if max_call_args > 0 {
+            self.env.arg_area = Some(self.b.create_sized_stack_slot(StackSlotData::new(
+                StackSlotKind::ExplicitSlot,
+                (max_call_args * 8) as u32,
+                3,
+            )));
+        }
+
+        // --- entry: stack limit, exception state, arguments, locals
+        let body = self.b.create_block();
+        let so = self.b.create_block();
+        self.b.set_cold_block(so);
+        let exhausted = self.env.stack_exhausted(&mut self.b);
+        self.b.ins().brif(exhausted, so, &[], body, &[]);
+        self.b.switch_to_block(so);
+        {
+            let z = self.b.ins().iconst(types::I64, 0);
+            self.env.raise(&mut self.b, fc::STACK_OVERFLOW, z, z);
+            // like the interpreter: the overflowing frame is not in the trace
+            self.b.ins().return_(&[z]);
+        }
+        self.b.switch_to_block(body);
+        if self.has_regions() {
+            let slot = self.b.create_sized_stack_slot(StackSlotData::new(
+                StackSlotKind::ExplicitSlot,
+                8,
+                3,
+            ));
+            let z = self.b.ins().iconst(PTR, 0);
+            self.b.ins().stack_store(PTR, z, slot, 0);
+            self.env.eh_slot = Some(slot);
+        }
+        let narrow: BTreeMap<u32, Kind> = self.code.narrow_args.iter().copied().collect();
+        for (slot, &ty) in self.var_types.clone().iter().enumerate() {
+            let var = self.b.declare_var(ty);
+            self.vars.push(var);
+            let v = if slot < self.code.nargs as usize {
+                let v = self
+                    .b
+                    .ins()
+                    .load(ty, env::trusted(), self.env.args, (slot * 8) as i32);
+                match narrow.get(&(slot as u32)) {
+                    Some(Kind::U8) => self.b.ins().band_imm_s(v, 0xFF),
+                    Some(Kind::Bool) => env::bool_of(&mut self.b, v),
+                    _ => v,
+                }
+            } else {
+                self.zero(ty)
+            };
+            self.b.def_var(var, v);
+        }
+        self.env.safepoint_poll(&mut self.b, &[]);
+        let b0 = *self.blocks.get(&0).ok_or("instruction 0 is unreachable")?;
+        self.b.ins().jump(b0, &[]);
+
+        // --- exception plumbing
+        if self.has_regions() {
+            let eh = self.b.create_block();
+            self.b.set_cold_block(eh);
+            let at = self.b.append_block_param(eh, types::I32);
+            let goto = self.b.create_block();
+            let r = self.b.append_block_param(goto, types::I32);
+            self.b.switch_to_block(eh);
+            let (t, m, s) = (self.env.thread, self.env.method, self.eh_slot_addr());
+            let r0 = self
+                .env
+                .call_helper(&mut self.b, Helper::EhThrow, &[t, m, s, at])
+                .expect("i32");
+            self.b.ins().jump(goto, &[BlockArg::Value(r0)]);
+            self.b.switch_to_block(goto);
+            let mut sw = Switch::new();
+            for &d in &dyn_targets {
+                let Some(&target) = self.blocks.get(&d) else {
+                    continue;
+                };
+                let landing = self.b.create_block();
+                sw.set_entry(d as u128, landing);
+                let is_catch = self
+                    .code
+                    .regions
+                    .iter()
+                    .any(|r| r.handler_start as usize == d && !r.catch.is_null());
+                let cur = self.b.current_block();
+                self.b.switch_to_block(landing);
+                if is_catch {
+                    let e = self.env.take_pending(&mut self.b);
+                    self.b.ins().jump(target, &[BlockArg::Value(e)]);
+                } else {
+                    self.b.ins().jump(target, &[]);
+                }
+                if let Some(c) = cur {
+                    self.b.switch_to_block(c);
+                }
+            }
+            sw.emit(&mut self.b, r, self.propagate);
+            self.eh = Some(eh);
+            self.goto = Some(goto);
+        }
+        self.b.switch_to_block(self.propagate);
+        {
+            let (t, m) = (self.env.thread, self.env.method);
+            let s = if self.has_regions() {
+                self.eh_slot_addr()
+            } else {
+                self.b.ins().iconst(PTR, 0)
+            };
+            self.env
+                .call_helper(&mut self.b, Helper::Unwind, &[t, m, s]);
+            let z = self.b.ins().iconst(types::I64, 0);
+            self.b.ins().return_(&[z]);
+        }
+
+        // --- the body
+        let mut open = false; // is the current block unterminated?
+        for i in 0..n {
+            if let Some(&blk) = self.blocks.get(&i) {
+                if open {
+                    let args = self.stack_args();
+                    self.b.ins().jump(blk, &args);
+                }
+                self.b.switch_to_block(blk);
+                self.stack = self.b.block_params(blk).to_vec();
+                open = true;
+            }
+            if !open || self.info.insns[i].stack.is_none() {
+                open = false;
+                continue;
+            }
+            open = self.insn(i)?;
+        }
+        if open {
+            return Err("control falls off the end of the method".into());
+        }
+        Ok(())
+    }
+
+    fn eh_slot_addr(&mut self) -> Value {
+        let slot = self
+            .env
+            .eh_slot
+            .expect("methods with regions have an eh slot");
+        self.b.ins().stack_addr(PTR, slot, 0)
+    }
+
+    fn zero(&mut self, ty: Type) -> Value {
+        match ty {
+            types::F32 => self.b.ins().f32const(0.0),
+            types::F64 => self.b.ins().f64const(0.0),
+            t => self.b.ins().iconst(t, 0),
+        }
+    }
+
+    fn stack_args(&self) -> Vec<BlockArg> {
+        self.stack.iter().map(|v| BlockArg::Value(*v)).collect()
+    }
+
+    fn pop(&mut self) -> Result<Value, String> {
+        self.stack
+            .pop()
+            .ok_or_else(|| "evaluation stack underflow".to_string())
+    }
+
+    fn pop_n(&mut self, n: usize) -> Result<Vec<Value>, String> {
+        if self.stack.len() < n {
+            return Err("evaluation stack underflow".into());
+        }
+        Ok(self.stack.split_off(self.stack.len() - n))
+    }
+
+    fn block_at(&self, i: usize) -> Result<Block, String> {
+        self.blocks
+            .get(&i)
+            .copied()
+            .ok_or_else(|| format!("no block at instruction {i}"))
+    }
+
+    /// Where an exception raised at `at` goes: (block, args).
+    fn exc_target(&mut self, at: usize) -> (Block, Vec<BlockArg>) {
+        let in_try = self.code.regions.iter().any(|r| r.in_try(at as u32));
+        match (in_try, self.eh) {
+            (true, Some(eh)) => {
+                let a = self.b.ins().iconst(types::I32, at as i64);
+                (eh, vec![BlockArg::Value(a)])
+            }
+            _ => (self.propagate, vec![]),
+        }
+    }
+
+    /// If `cond` (i8) is true, an exception is pending at `at`.
+    fn branch_exc_if(&mut self, cond: Value, at: usize) {
+        let (tb, targs) = self.exc_target(at);
+        let cont = self.b.create_block();
+        self.b.ins().brif(cond, tb, &targs, cont, &[]);
+        self.b.switch_to_block(cont);
+    }
+
+    /// After a call: check `ThreadCtx.pending`.
+    fn check_pending(&mut self, at: usize) {
+        let p = self.env.pending_is_set(&mut self.b);
+        self.branch_exc_if(p, at);
+    }
+
+    /// If `cond` (i8) is true, raise fault `code(a, b)` at `at`.
+    fn fault_if(&mut self, cond: Value, at: usize, code: u32, a: Option<Value>, bv: Option<Value>) {
+        let fault = self.b.create_block();
+        let cont = self.b.create_block();
+        self.b.set_cold_block(fault);
+        self.b.ins().brif(cond, fault, &[], cont, &[]);
+        self.b.switch_to_block(fault);
+        let z = self.b.ins().iconst(types::I64, 0);
+        self.env
+            .raise(&mut self.b, code, a.unwrap_or(z), bv.unwrap_or(z));
+        let (tb, targs) = self.exc_target(at);
+        self.b.ins().jump(tb, &targs);
+        self.b.switch_to_block(cont);
+    }
+
+    fn null_check(&mut self, v: Value, at: usize, what: &str) {
+        let c = self.b.ins().icmp_imm_s(IntCC::Equal, v, 0);
+        let w = self.b.ins().iconst(types::I64, null_what(what) as i64);
+        self.fault_if(c, at, fc::NULL_IN, Some(w), None);
+    }
+
+    /// Translate instruction `i`; returns whether control falls through.
+    fn insn(&mut self, i: usize) -> Result<bool, String> {
+        let ins = self.code.insns[i];
+        macro_rules! bin {
+            ($f:ident) => {{
+                let y = self.pop()?;
+                let x = self.pop()?;
+                let r = self.b.ins().$f(x, y);
+                self.stack.push(r);
+            }};
+        }
+        macro_rules! un {
+            ($f:ident) => {{
+                let x = self.pop()?;
+                let r = self.b.ins().$f(x);
+                self.stack.push(r);
+            }};
+        }
+        match ins {
+            I::Nop => {}
+            I::Unreachable => return Ok(false),
+            I::Const(v) => {
+                let ty = self.result_type(i)?;
+                let c = match ty {
+                    types::I32 => self.b.ins().iconst(types::I32, v as i32 as i64),
+                    types::F32 => self.b.ins().f32const(f32::from_bits(v as u32)),
+                    types::F64 => self.b.ins().f64const(f64::from_bits(v)),
+                    t => self.b.ins().iconst(t, v as i64),
+                };
+                self.stack.push(c);
+            }
+            I::Ld(s) => {
+                let v = self.b.use_var(self.vars[s as usize]);
+                self.stack.push(v);
+            }
+            I::St(s) => {
+                let v = self.pop()?;
+                self.b.def_var(self.vars[s as usize], v);
+            }
+            I::StU8(s) => {
+                let v = self.pop()?;
+                let v = self.b.ins().band_imm_s(v, 0xFF);
+                self.b.def_var(self.vars[s as usize], v);
+            }
+            I::StBool(s) => {
+                let v = self.pop()?;
+                let v = env::bool_of(&mut self.b, v);
+                self.b.def_var(self.vars[s as usize], v);
+            }
+            I::Dup => {
+                let v = *self.stack.last().ok_or("dup on an empty stack")?;
+                self.stack.push(v);
+            }
+            I::Pop => {
+                self.pop()?;
+            }
+            I::AddI32 | I::AddI64 => bin!(iadd),
+            I::SubI32 | I::SubI64 => bin!(isub),
+            I::MulI32 | I::MulI64 => bin!(imul),
+            I::DivI32 | I::RemI32 | I::DivI64 | I::RemI64 => {
+                let y = self.pop()?;
+                let x = self.pop()?;
+                let w64 = matches!(ins, I::DivI64 | I::RemI64);
+                let zero = self.b.ins().icmp_imm_s(IntCC::Equal, y, 0);
+                self.fault_if(zero, i, fc::DIV_ZERO, None, None);
+                let min = if w64 { i64::MIN } else { i32::MIN as i64 };
+                let xm = self.b.ins().icmp_imm_s(IntCC::Equal, x, min);
+                let ym = self.b.ins().icmp_imm_s(IntCC::Equal, y, -1);
+                let ov = self.b.ins().band(xm, ym);
+                let code = if w64 {
+                    fc::DIV_OVERFLOW64
+                } else {
+                    fc::DIV_OVERFLOW32
+                };
+                self.fault_if(ov, i, code, None, None);
+                let r = if matches!(ins, I::DivI32 | I::DivI64) {
+                    self.b.ins().sdiv(x, y)
+                } else {
+                    self.b.ins().srem(x, y)
+                };
+                self.stack.push(r);
+            }
+            I::DivUnI32 | I::RemUnI32 | I::DivUnI64 | I::RemUnI64 => {
+                let y = self.pop()?;
+                let x = self.pop()?;
+                let zero = self.b.ins().icmp_imm_s(IntCC::Equal, y, 0);
+                self.fault_if(zero, i, fc::DIV_ZERO, None, None);
+                let r = if matches!(ins, I::DivUnI32 | I::DivUnI64) {
+                    self.b.ins().udiv(x, y)
+                } else {
+                    self.b.ins().urem(x, y)
+                };
+                self.stack.push(r);
+            }
+            I::NegI32 | I::NegI64 => un!(ineg),
+            I::AddF32 | I::AddF64 => bin!(fadd),
+            I::SubF32 | I::SubF64 => bin!(fsub),
+            I::MulF32 | I::MulF64 => bin!(fmul),
+            I::DivF32 | I::DivF64 => bin!(fdiv),
+            I::RemF32 | I::RemF64 => {
+                let y = self.pop()?;
+                let x = self.pop()?;
+                let h = if matches!(ins, I::RemF32) {
+                    Helper::Fmod32
+                } else {
+                    Helper::Fmod64
+                };
+                let r = self
+                    .env
+                    .call_helper(&mut self.b, h, &[x, y])
+                    .expect("result");
+                self.stack.push(r);
+            }
+            I::NegF32 | I::NegF64 => un!(fneg),
+            I::And => bin!(band),
+            I::Or => bin!(bor),
+            I::Xor => bin!(bxor),
+            I::Not => un!(bnot),
+            I::ShlI32 | I::ShlI64 => bin!(ishl),
+            I::ShrI32 | I::ShrI64 => bin!(sshr),
+            I::ShrUnI32 | I::ShrUnI64 => bin!(ushr),
+            I::Cmp(c) => {
+                let y = self.pop()?;
+                let x = self.pop()?;
+                let r = self.compare(c, x, y);
+                let r = self.b.ins().uextend(types::I32, r);
+                self.stack.push(r);
+            }
+            I::Conv(src, op) => {
+                let v = self.pop()?;
+                let r = self.conv(src, op, v, i)?;
+                self.stack.push(r);
+            }
+            I::Br(t) => {
+                let blk = self.block_at(t as usize)?;
+                if (t as usize) <= i {
+                    self.env.safepoint_poll(&mut self.b, &[]);
+                }
+                let args = self.stack_args();
+                self.b.ins().jump(blk, &args);
+                return Ok(false);
+            }
+            I::Brtrue(t) | I::Brfalse(t) | I::BrCmp(_, t) => {
+                let cond = match ins {
+                    I::BrCmp(c, _) => {
+                        let y = self.pop()?;
+                        let x = self.pop()?;
+                        self.compare(c, x, y)
+                    }
+                    _ => self.pop()?,
+                };
+                let taken = self.block_at(t as usize)?;
+                let next = self.block_at(i + 1)?;
+                let args = self.stack_args();
+                if matches!(ins, I::Brfalse(_)) {
+                    self.b.ins().brif(cond, next, &args, taken, &args);
+                } else {
+                    self.b.ins().brif(cond, taken, &args, next, &args);
+                }
+                return Ok(false);
+            }
+            I::Switch { start, len } => {
+                let v = self.pop()?;
+                let args = self.stack_args();
+                let next = self.block_at(i + 1)?;
+                let mut calls = Vec::with_capacity(len as usize);
+                for k in start..start + len {
+                    let tb = self.block_at(self.code.switch_targets[k as usize] as usize)?;
+                    calls.push(BlockCall::new(
+                        tb,
+                        args.iter().copied(),
+                        &mut self.b.func.dfg.value_lists,
+                    ));
+                }
+                let def =
+                    BlockCall::new(next, args.iter().copied(), &mut self.b.func.dfg.value_lists);
+                let jt = self.b.create_jump_table(JumpTableData::new(def, &calls));
+                self.b.ins().br_table(v, jt);
+                return Ok(false);
+            }
+            I::Ret(k) => {
+                let v = self.pop()?;
+                let v = match k {
+                    Kind::Bool | Kind::ABool => env::bool_of(&mut self.b, v),
+                    Kind::U8 | Kind::AU8 => self.b.ins().band_imm_s(v, 0xFF),
+                    _ => v,
+                };
+                let ty = self.b.func.dfg.value_type(v);
+                let w = to_slot(&mut self.b, v, ty);
+                self.free_eh();
+                self.b.ins().return_(&[w]);
+                return Ok(false);
+            }
+            I::RetVoid => {
+                self.free_eh();
+                let z = self.b.ins().iconst(types::I64, 0);
+                self.b.ins().return_(&[z]);
+                return Ok(false);
+            }
+            I::Call {
+                mh,
+                nargs,
+                ret,
+                this,
+            } => {
+                let args = self.pop_n(nargs as usize)?;
+                if this {
+                    let c = self.b.ins().icmp_imm_s(IntCC::Equal, args[0], 0);
+                    let m = self.env.ptr_const(&mut self.b, mh as usize);
+                    self.fault_if(c, i, fc::NULL_RECEIVER, Some(m), None);
+                }
+                let callee = self.env.ptr_const(&mut self.b, mh as usize);
+                self.emit_call(i, callee, &args, ret)?;
+            }
+            I::CallVirt { slot, nargs, ret } => {
+                let args = self.pop_n(nargs as usize)?;
+                self.null_check(args[0], i, "callvirt receiver");
+                let callee = self.env.vtable_method(&mut self.b, args[0], slot);
+                self.emit_call(i, callee, &args, ret)?;
+            }
+            I::CallIface {
+                iface,
+                idx,
+                nargs,
+                ret,
+            } => {
+                let args = self.pop_n(nargs as usize)?;
+                self.null_check(args[0], i, "callvirt receiver");
+                let row = self.env.iface_row(&mut self.b, args[0], iface);
+                let none = self.b.ins().icmp_imm_s(IntCC::Equal, row, 0);
+                self.fault_if(none, i, fc::NOT_IMPLEMENTED, None, None);
+                let callee = self.b.ins().load(PTR, env::trusted(), row, idx as i32 * 8);
+                self.emit_call(i, callee, &args, ret)?;
+            }
+            I::Newobj { mh, nargs } => {
+                let args = self.pop_n(nargs as usize)?;
+                // SAFETY: `mh` is a live handle of the runtime's tables.
+                let class = unsafe { (*mh).class };
+                let t = self.env.thread;
+                let cv = self.env.ptr_const(&mut self.b, class as usize);
+                let obj = self
+                    .env
+                    .call_helper(&mut self.b, Helper::NewObject, &[t, cv])
+                    .expect("result");
+                let failed = self.b.ins().icmp_imm_s(IntCC::Equal, obj, 0);
+                self.branch_exc_if(failed, i);
+                let mut all = vec![obj];
+                all.extend(args);
+                let callee = self.env.ptr_const(&mut self.b, mh as usize);
+                self.emit_call(i, callee, &all, false)?;
+                self.stack.push(obj);
+            }
+            I::Ldfld(off, k) => {
+                let o = self.pop()?;
+                self.null_check(o, i, "ldfld");
+                let ty = self.result_type(i)?;
+                let v = self.env.load_kind(&mut self.b, k, o, off as i32, ty);
+                self.stack.push(v);
+            }
+            I::Stfld(off, k) => {
+                let v = self.pop()?;
+                let o = self.pop()?;
+                self.null_check(o, i, "stfld");
+                self.env.store_kind(&mut self.b, k, o, off as i32, v);
+            }
+            I::Ldsfld(addr, k) => {
+                let ty = self.result_type(i)?;
+                let a = self.env.ptr_const(&mut self.b, addr as usize);
+                let v = self.env.load_kind(&mut self.b, k, a, 0, ty);
+                self.stack.push(v);
+            }
+            I::Stsfld(addr, k) => {
+                let v = self.pop()?;
+                let a = self.env.ptr_const(&mut self.b, addr as usize);
+                self.env.store_kind(&mut self.b, k, a, 0, v);
+            }
+            I::Isinst(cd) => {
+                let o = self.pop()?;
+                let nonnull = self.b.create_block();
+                let join = self.b.create_block();
+                let r = self.b.append_block_param(join, PTR);
+                self.b
+                    .ins()
+                    .brif(o, nonnull, &[], join, &[BlockArg::Value(o)]);
+                self.b.switch_to_block(nonnull);
+                // SAFETY: `cd` is a live descriptor of the runtime's tables.
+                let is = self.env.instance_of(&mut self.b, o, unsafe { &*cd });
+                let z = self.b.ins().iconst(PTR, 0);
+                let v = self.b.ins().select(is, o, z);
+                self.b.ins().jump(join, &[BlockArg::Value(v)]);
+                self.b.switch_to_block(join);
+                self.stack.push(r);
+            }
+            I::Castclass(cd) => {
+                let o = *self.stack.last().ok_or("castclass on an empty stack")?;
+                let check = self.b.create_block();
+                let fail = self.b.create_block();
+                let cont = self.b.create_block();
+                self.b.set_cold_block(fail);
+                self.b.ins().brif(o, check, &[], cont, &[]);
+                self.b.switch_to_block(check);
+                // SAFETY: `cd` is a live descriptor of the runtime's tables.
+                let is = self.env.instance_of(&mut self.b, o, unsafe { &*cd });
+                self.b.ins().brif(is, cont, &[], fail, &[]);
+                self.b.switch_to_block(fail);
+                let cv = self.env.ptr_const(&mut self.b, cd as usize);
+                self.env.raise(&mut self.b, fc::BAD_CAST, o, cv);
+                let (tb, targs) = self.exc_target(i);
+                self.b.ins().jump(tb, &targs);
+                self.b.switch_to_block(cont);
+            }
+            I::Newarr(cd) => {
+                let n = self.pop()?;
+                let neg = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, n, 0);
+                let n64 = self.b.ins().sextend(types::I64, n);
+                self.fault_if(neg, i, fc::NEGATIVE_LENGTH, Some(n64), None);
+                let t = self.env.thread;
+                let cv = self.env.ptr_const(&mut self.b, cd as usize);
+                let a = self
+                    .env
+                    .call_helper(&mut self.b, Helper::NewArray, &[t, cv, n64])
+                    .expect("result");
+                let failed = self.b.ins().icmp_imm_s(IntCC::Equal, a, 0);
+                self.branch_exc_if(failed, i);
+                self.stack.push(a);
+            }
+            I::Ldlen => {
+                let a = self.pop()?;
+                self.null_check(a, i, "ldlen");
+                let n = self.env.array_len(&mut self.b, a);
+                self.stack.push(n);
+            }
+            I::Ldelem(k, size) => {
+                let idx = self.pop()?;
+                let a = self.pop()?;
+                self.null_check(a, i, "ldelem");
+                self.bounds_check(a, idx, i);
+                let ty = self.result_type(i)?;
+                let p = self.env.elem_addr(&mut self.b, a, idx, size);
+                let v = self.env.load_kind(&mut self.b, k, p, 0, ty);
+                self.stack.push(v);
+            }
+            I::Stelem(k, size) => {
+                let v = self.pop()?;
+                let idx = self.pop()?;
+                let a = self.pop()?;
+                self.null_check(a, i, "stelem");
+                self.bounds_check(a, idx, i);
+                let p = self.env.elem_addr(&mut self.b, a, idx, size);
+                self.env.store_kind(&mut self.b, k, p, 0, v);
+            }
+            I::Atomic { op, kind, off } => {
+                let nv = match op {
+                    crate::interp::AOp::Load => 0,
+                    crate::interp::AOp::Cas => 2,
+                    _ => 1,
+                };
+                let vals = self.pop_n(nv)?;
+                let o = self.pop()?;
+                self.null_check(o, i, "atomic field access");
+                self.atomic(i, op, kind, o, off as i32, &vals)?;
+            }
+            I::AtomicS { op, kind, addr } => {
+                let nv = match op {
+                    crate::interp::AOp::Load => 0,
+                    crate::interp::AOp::Cas => 2,
+                    _ => 1,
+                };
+                let vals = self.pop_n(nv)?;
+                let a = self.env.ptr_const(&mut self.b, addr as usize);
+                self.atomic(i, op, kind, a, 0, &vals)?;
+            }
+            I::Throw => {
+                let e = self.pop()?;
+                let t = self.env.thread;
+                self.env.call_helper(&mut self.b, Helper::Throw, &[t, e]);
+                let (tb, targs) = self.exc_target(i);
+                self.b.ins().jump(tb, &targs);
+                return Ok(false);
+            }
+            I::Rethrow => {
+                let (t, m, s) = (self.env.thread, self.env.method, self.eh_slot_addr());
+                let at = self.b.ins().iconst(types::I32, i as i64);
+                self.env
+                    .call_helper(&mut self.b, Helper::EhRethrow, &[t, m, s, at]);
+                let (tb, targs) = self.exc_target(i);
+                self.b.ins().jump(tb, &targs);
+                return Ok(false);
+            }
+            I::Leave(target) => {
+                let goto = self.goto.ok_or("leave in a method without regions")?;
+                let (t, m, s) = (self.env.thread, self.env.method, self.eh_slot_addr());
+                let from = self.b.ins().iconst(types::I32, i as i64);
+                let to = self.b.ins().iconst(types::I32, target as i64);
+                let r = self
+                    .env
+                    .call_helper(&mut self.b, Helper::EhLeave, &[t, m, s, from, to])
+                    .expect("result");
+                self.b.ins().jump(goto, &[BlockArg::Value(r)]);
+                return Ok(false);
+            }
+            I::Endfinally => {
+                let goto = self.goto.ok_or("endfinally in a method without regions")?;
+                let (t, m, s) = (self.env.thread, self.env.method, self.eh_slot_addr());
+                let at = self.b.ins().iconst(types::I32, i as i64);
+                let r = self
+                    .env
+                    .call_helper(&mut self.b, Helper::EhEndfinally, &[t, m, s, at])
+                    .expect("result");
+                self.b.ins().jump(goto, &[BlockArg::Value(r)]);
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn free_eh(&mut self) {
+        if self.has_regions() {
+            let s = self.eh_slot_addr();
+            self.env.call_helper(&mut self.b, Helper::EhFree, &[s]);
+        }
+    }
+
+    fn bounds_check(&mut self, a: Value, idx: Value, at: usize) {
+        let len = self.env.array_len(&mut self.b, a);
+        let oob = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedGreaterThanOrEqual, idx, len);
+        let i64v = self.b.ins().sextend(types::I64, idx);
+        let l64 = self.b.ins().uextend(types::I64, len);
+        self.fault_if(oob, at, fc::INDEX, Some(i64v), Some(l64));
+    }
+
+    /// Store the arguments, call through the slot, check for an exception,
+    /// push the result.
+    fn emit_call(
+        &mut self,
+        at: usize,
+        callee: Value,
+        args: &[Value],
+        ret: bool,
+    ) -> Result<(), String> {
+        for (k, &a) in args.iter().enumerate() {
+            self.env.store_arg(&mut self.b, k, a);
+        }
+        let live: Vec<Value> = self.stack.clone();
+        self.env.spill_refs_before_call(&mut self.b, &live);
+        let r = self.env.call_slot(&mut self.b, callee);
+        self.check_pending(at);
+        if ret {
+            let ty = self.result_type(at)?;
+            let v = from_slot(&mut self.b, r, ty);
+            self.stack.push(v);
+        }
+        Ok(())
+    }
+
+    fn atomic(
+        &mut self,
+        at: usize,
+        op: crate::interp::AOp,
+        kind: Kind,
+        base: Value,
+        off: i32,
+        vals: &[Value],
+    ) -> Result<(), String> {
+        use crate::interp::AOp;
+        match op {
+            AOp::Load => {
+                let ty = self.result_type(at)?;
+                let k = atomic_kind(kind);
+                let v = self.env.load_kind(&mut self.b, k, base, off, ty);
+                self.stack.push(v);
+            }
+            AOp::Store => {
+                self.env
+                    .store_kind(&mut self.b, atomic_kind(kind), base, off, vals[0]);
+            }
+            AOp::Add => {
+                let v = self.env.atomic_add(&mut self.b, kind, base, off, vals[0]);
+                self.stack.push(v);
+            }
+            AOp::Cas => {
+                let v = self
+                    .env
+                    .atomic_cas(&mut self.b, kind, base, off, vals[0], vals[1]);
+                self.stack.push(v);
+            }
+        }
+        Ok(())
+    }
+
+    /// A comparison as an `i8` truth value (the interpreter's `cmp`).
+    fn compare(&mut self, c: Cmp, x: Value, y: Value) -> Value {
+        use Cmp::*;
+        let ins = self.b.ins();
+        let icc = match c {
+            Eq => Some(IntCC::Equal),
+            Ne => Some(IntCC::NotEqual),
+            Lt => Some(IntCC::SignedLessThan),
+            Le => Some(IntCC::SignedLessThanOrEqual),
+            Gt => Some(IntCC::SignedGreaterThan),
+            Ge => Some(IntCC::SignedGreaterThanOrEqual),
+            LtUn32 | LtUn64 => Some(IntCC::UnsignedLessThan),
+            LeUn32 | LeUn64 => Some(IntCC::UnsignedLessThanOrEqual),
+            GtUn32 | GtUn64 => Some(IntCC::UnsignedGreaterThan),
+            GeUn32 | GeUn64 => Some(IntCC::UnsignedGreaterThanOrEqual),
+            _ => None,
+        };
+        if let Some(cc) = icc {
+            return ins.icmp(cc, x, y);
+        }
+        let fcc = match c {
+            EqF32 | EqF64 => FloatCC::Equal,
+            NeF32 | NeF64 => FloatCC::NotEqual, // unordered or not equal: true with NaN
+            LtF32 | LtF64 => FloatCC::LessThan,
+            LeF32 | LeF64 => FloatCC::LessThanOrEqual,
+            GtF32 | GtF64 => FloatCC::GreaterThan,
+            GeF32 | GeF64 => FloatCC::GreaterThanOrEqual,
+            LtUnF32 | LtUnF64 => FloatCC::UnorderedOrLessThan,
+            LeUnF32 | LeUnF64 => FloatCC::UnorderedOrLessThanOrEqual,
+            GtUnF32 | GtUnF64 => FloatCC::UnorderedOrGreaterThan,
+            _ => FloatCC::UnorderedOrGreaterThanOrEqual,
+        };
+        ins.fcmp(fcc, x, y)
+    }
+
+    /// `conv.*` (the interpreter's `conv`).
+    fn conv(&mut self, src: Src, op: Op, v: Value, at: usize) -> Result<Value, String> {
+        use types::{F32, F64, I32, I64};
+        let b = &mut self.b;
+        let float = matches!(src, Src::F32 | Src::F64);
+        Ok(match op {
+            Op::ConvI32 => match src {
+                Src::I32 => v,
+                Src::I64 => b.ins().ireduce(I32, v),
+                _ => b.ins().fcvt_to_sint_sat(I32, v),
+            },
+            Op::ConvI64 => match src {
+                Src::I32 => b.ins().sextend(I64, v),
+                Src::I64 => v,
+                _ => b.ins().fcvt_to_sint_sat(I64, v),
+            },
+            Op::ConvU64 => match src {
+                Src::I32 => b.ins().uextend(I64, v),
+                Src::I64 => v,
+                _ => b.ins().fcvt_to_uint_sat(I64, v),
+            },
+            Op::ConvU8 => {
+                if float {
+                    // `f as u8`: saturate to 0..=255, NaN → 0
+                    let s = b.ins().fcvt_to_sint_sat(I32, v);
+                    let lo = b.ins().iconst(I32, 0);
+                    let hi = b.ins().iconst(I32, 255);
+                    let s = b.ins().smax(s, lo);
+                    b.ins().smin(s, hi)
+                } else {
+                    let n = if src == Src::I64 {
+                        b.ins().ireduce(I32, v)
+                    } else {
+                        v
+                    };
+                    b.ins().band_imm_s(n, 0xFF)
+                }
+            }
+            Op::ConvBool => {
+                let c = if float {
+                    let z = if src == Src::F32 {
+                        b.ins().f32const(0.0)
+                    } else {
+                        b.ins().f64const(0.0)
+                    };
+                    b.ins().fcmp(FloatCC::NotEqual, v, z) // NaN → true
+                } else {
+                    b.ins().icmp_imm_s(IntCC::NotEqual, v, 0)
+                };
+                b.ins().uextend(I32, c)
+            }
+            Op::ConvChar => {
+                let n = match src {
+                    Src::I32 => b.ins().uextend(I64, v),
+                    Src::I64 => v,
+                    _ => b.ins().fcvt_to_sint_sat(I64, v),
+                };
+                // scalar: n < 0xD800 || n - 0xE000 < 0x10_2000 (unsigned)
+                let low = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, n, 0xD800);
+                let d = b.ins().iadd_imm_s(n, -0xE000);
+                let high = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, d, 0x10_2000);
+                let ok = b.ins().bor(low, high);
+                let bad = b.ins().bxor_imm_s(ok, 1);
+                self.fault_if(bad, at, fc::CONV_CHAR, Some(n), None);
+                self.b.ins().ireduce(I32, n)
+            }
+            Op::ConvF32 => match src {
+                Src::I32 | Src::I64 => b.ins().fcvt_from_sint(F32, v),
+                Src::F32 => v,
+                Src::F64 => b.ins().fdemote(F32, v),
+            },
+            Op::ConvF32Un => match src {
+                Src::I32 | Src::I64 => b.ins().fcvt_from_uint(F32, v),
+                Src::F32 => v,
+                Src::F64 => b.ins().fdemote(F32, v),
+            },
+            Op::ConvF64 => match src {
+                Src::I32 | Src::I64 => b.ins().fcvt_from_sint(F64, v),
+                Src::F32 => b.ins().fpromote(F64, v),
+                Src::F64 => v,
+            },
+            Op::ConvF64Un => match src {
+                Src::I32 | Src::I64 => b.ins().fcvt_from_uint(F64, v),
+                Src::F32 => b.ins().fpromote(F64, v),
+                Src::F64 => v,
+            },
+            _ => return Err(format!("unexpected conversion {op}")),
+        })
+    }
+}
+
+/// `atomic.load`/`atomic.store` on a field always use atomic accesses.
+fn atomic_kind(k: Kind) -> Kind {
+    match k {
+        Kind::Bool => Kind::ABool,
+        Kind::U8 => Kind::AU8,
+        Kind::W64 => Kind::AW64,
+        k => k,
+    }
+}
