@@ -347,3 +347,6 @@ pub fn install(rt: &Runtime, verified: Verified) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,198 @@
+//! JIT unit tests: slot write-back, compile-once under a race, the method
+//! lookup table, and aarch64 cross-compilation of every jit-test method.
+
+use super::*;
+use crate::runtime::{call_method, load, Options, Runtime, ThreadCtx};
+use cranelift_codegen::control::ControlPlane;
+use std::path::{Path, PathBuf};
+
+fn stub() -> usize {
+    jit_compile_stub as *const () as usize
+}
+
+/// Load, verify and set up `src` (a kasm program) with the JIT installed.
+fn jit_runtime(name: &str, src: &str) -> Runtime {
+    let dir = std::env::temp_dir().join(format!("kiln-jit-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(format!("{name}.kasm"));
+    std::fs::write(&p, src).unwrap();
+    let (program, files, verified) = load::load_verified(&p).unwrap_or_else(|e| panic!("{e:?}"));
+    let opts = Options {
+        stack_size: 8 << 20,
+        heap_max: 16 << 20,
+        ..Options::default()
+    };
+    let rt = Runtime::new(program, files, &verified, opts).unwrap_or_else(|e| panic!("{e:?}"));
+    install(&rt, verified).unwrap();
+    rt
+}
+
+fn method<'a>(rt: &'a Runtime, name: &str) -> &'a MethodHandle {
+    rt.tables
+        .all_methods()
+        .find(|m| rt.method_name(m) == name)
+        .unwrap_or_else(|| panic!("no method {name}"))
+}
+
+const SRC: &str = "
+.library jt
+.class public P {
+  .method public static sq(x: i64) -> i64 {
+    ldarg x
+    ldarg x
+    mul
+    ret
+  }
+  .method public static sum(n: i64) -> i64 {
+    .locals (acc: i64)
+  top:
+    ldarg n
+    ldc.i64 0
+    ble done
+    ldloc acc
+    ldarg n
+    call P::sq
+    add
+    stloc acc
+    ldarg n
+    ldc.i64 1
+    sub
+    starg n
+    br top
+  done:
+    ldloc acc
+    ret
+  }
+  .method public static main() {
+    ret
+  }
+}
+";
+
+#[test]
+fn slot_is_written_back_after_first_call() {
+    let rt = jit_runtime("writeback", SRC);
+    let sum = method(&rt, "P::sum");
+    let sq = method(&rt, "P::sq");
+    assert_eq!(sum.entry.load(Ordering::Acquire), stub());
+    assert_eq!(sq.entry.load(Ordering::Acquire), stub());
+    let mut ctx = ThreadCtx::new(&rt, 8 << 20);
+    let args = [10u64];
+    // SAFETY: `sum` takes one i64 argument.
+    let r = unsafe { call_method(&mut ctx, sum, args.as_ptr()) };
+    assert!(!ctx.has_pending());
+    assert_eq!(r, 385);
+    let e = sum.entry.load(Ordering::Acquire);
+    assert_ne!(e, stub());
+    assert_ne!(e, crate::interp::interp_entry as *const () as usize);
+    // the callee was compiled by its own first call, from compiled code
+    assert_ne!(sq.entry.load(Ordering::Acquire), stub());
+    let jit = rt.jit.get().unwrap();
+    assert_eq!(jit.compile_count(), 2);
+    // later calls go straight to the code: nothing is compiled again
+    // SAFETY: as above.
+    let r = unsafe { call_method(&mut ctx, sum, args.as_ptr()) };
+    assert_eq!(r, 385);
+    assert_eq!(jit.compile_count(), 2);
+    assert_eq!(sum.entry.load(Ordering::Acquire), e);
+}
+
+#[test]
+fn racing_first_calls_compile_once() {
+    let rt = jit_runtime("race", SRC);
+    let sq = method(&rt, "P::sq");
+    let sq_addr = sq as *const MethodHandle as usize;
+    let n = 4;
+    let barrier = std::sync::Barrier::new(n);
+    std::thread::scope(|s| {
+        for k in 0..n {
+            let (rt, barrier) = (&rt, &barrier);
+            s.spawn(move || {
+                let mut ctx = ThreadCtx::new(rt, 2 << 20);
+                let args = [k as u64 + 3];
+                barrier.wait();
+                // SAFETY: `sq` takes one i64 argument.
+                let r =
+                    unsafe { call_method(&mut ctx, sq_addr as *const MethodHandle, args.as_ptr()) };
+                assert_eq!(r, (k as u64 + 3) * (k as u64 + 3));
+            });
+        }
+    });
+    assert_eq!(rt.jit.get().unwrap().compile_count(), 1);
+    assert_ne!(sq.entry.load(Ordering::Acquire), stub());
+}
+
+#[test]
+fn lookup_maps_native_pcs_to_methods() {
+    let rt = jit_runtime("lookup", SRC);
+    let sq = method(&rt, "P::sq");
+    let sum = method(&rt, "P::sum");
+    // before compilation: the bytecode range maps to the method
+    let found = rt.lookup(sum.instruction_ptr as usize + 1).unwrap();
+    assert!(std::ptr::eq(found, sum));
+    let mut ctx = ThreadCtx::new(&rt, 8 << 20);
+    let args = [7u64];
+    // SAFETY: `sq` takes one i64 argument.
+    assert_eq!(unsafe { call_method(&mut ctx, sq, args.as_ptr()) }, 49);
+    let code = sq.entry.load(Ordering::Acquire);
+    for pc in [code, code + 1, code + 8] {
+        let found = rt.lookup(pc).expect("pc inside compiled code");
+        assert!(std::ptr::eq(found, sq), "pc {pc:#x}");
+    }
+    let local = 0u8;
+    assert!(rt.lookup(&local as *const u8 as usize).is_none());
+}
+
+fn kasm_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut es: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
+    es.sort_by_key(|e| e.path());
+    for e in es {
+        let p = e.path();
+        if p.is_dir() {
+            kasm_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "kasm") {
+            out.push(p);
+        }
+    }
+}
+
+/// Every method of every jit-test program that loads and verifies compiles
+/// for aarch64: the lowering never depends on the host ISA.
+#[test]
+fn every_jit_test_method_cross_compiles_for_aarch64() {
+    let isa = isa_by_name("aarch64").expect("the arm64 backend is enabled");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("jit-tests");
+    let mut files = Vec::new();
+    kasm_files(&root, &mut files);
+    let mut fctx = FunctionBuilderContext::new();
+    let (mut programs, mut methods) = (0, 0);
+    let mut std_done = false;
+    for f in &files {
+        let Ok((program, names, verified)) = load::load_verified(f) else {
+            continue; // assembly / load / verification error cases
+        };
+        let Ok(rt) = Runtime::new(program, names, &verified, Options::default()) else {
+            continue;
+        };
+        programs += 1;
+        for mh in rt.tables.all_methods() {
+            if mh.interp_code.load(Ordering::Acquire).is_null() {
+                continue;
+            }
+            if mh.member.class.lib == 0 && std_done {
+                continue; // std is the same in every program
+            }
+            let info = &verified.methods[&mh.member];
+            let name = rt.method_name(mh);
+            let func = translate::translate(&rt, mh, info, &*isa, &mut fctx)
+                .unwrap_or_else(|e| panic!("{}: {name}: {e}", f.display()));
+            let mut ctx = Context::for_function(func);
+            ctx.compile(&*isa, &mut ControlPlane::default())
+                .unwrap_or_else(|e| panic!("{}: {name}: {:?}", f.display(), e.inner));
+            methods += 1;
+        }
+        std_done = true;
+    }
+    assert!(programs > 100, "only {programs} programs loaded");
+    assert!(methods > 500, "only {methods} methods compiled");
+}
