@@ -97,6 +97,9 @@ fn main() -> ExitCode {
                 Ok(o) => o,
                 Err(msg) => return fail(&format!("kiln: {msg}"), 2),
             };
+            if dump_clif.is_some() && opts.mode != kiln::runtime::ExecMode::Jit {
+                eprintln!("kiln: --dump-clif has no effect with KILN_JIT=0 (nothing is compiled)");
+            }
             let code = kiln::runtime::run_file(&file, &args, &opts);
             ExitCode::from((code & 0xFF) as u8)
         }
