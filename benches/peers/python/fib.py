@@ -1,0 +1,12 @@
+"""Recursive fib(32) (call overhead); same algorithm as benches/programs/fib.kasm."""
+
+import bench
+
+
+def fib(n):
+    if n < 2:
+        return n
+    return fib(n - 1) + fib(n - 2)
+
+
+bench.main(32, lambda n: f"{fib(n)}\n")
