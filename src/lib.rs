@@ -14,4 +14,5 @@ pub mod interp;
 pub mod jit;
 pub mod library;
 pub mod runtime;
+pub mod safepoint;
 pub mod verify;
