@@ -9,11 +9,17 @@ struct Node {
 
 fn make(depth: i32) -> Box<Node> {
     if depth == 0 {
-        return Box::new(Node { left: None, right: None });
+        return Box::new(Node {
+            left: None,
+            right: None,
+        });
     }
     let left = make(depth - 1);
     let right = make(depth - 1);
-    Box::new(Node { left: Some(left), right: Some(right) })
+    Box::new(Node {
+        left: Some(left),
+        right: Some(right),
+    })
 }
 
 fn check(node: &Node) -> i64 {

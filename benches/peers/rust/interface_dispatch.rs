@@ -28,7 +28,8 @@ impl Shape for Pentagon {
 }
 
 fn run(calls: i32) -> String {
-    let shapes: Vec<Box<dyn Shape>> = vec![Box::new(Triangle), Box::new(Square), Box::new(Pentagon)];
+    let shapes: Vec<Box<dyn Shape>> =
+        vec![Box::new(Triangle), Box::new(Square), Box::new(Pentagon)];
     let shapes = std::hint::black_box(shapes);
     let mut sum: i64 = 0;
     let mut k = 0usize;
