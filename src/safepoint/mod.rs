@@ -363,9 +363,14 @@ fn wait_for_restart(rec: &Record, resume_to: Option<u32>) {
     }
 }
 
-/// Called by the signal handler on a registered thread whose poll faulted.
-fn park_at_poll(rec: &Record) {
+/// Called by the signal handler on a registered thread whose poll faulted
+/// at `pc` (with stack and frame pointers `sp`, `fp`). Async-signal-safe.
+fn park_at_poll(rec: &Record, pc: usize, sp: usize, fp: usize) {
     if rec.word.load(Ordering::Relaxed) == RUNNING {
+        // Published to the collector by the SeqCst store (its claim CAS acquires).
+        rec.stop_pc.store(pc, Ordering::Relaxed);
+        rec.stop_sp.store(sp, Ordering::Relaxed);
+        rec.stop_fp.store(fp, Ordering::Relaxed);
         rec.word.store(AT_SAFEPOINT, Ordering::SeqCst);
         note_arrival();
         wait_for_restart(rec, Some(RUNNING));

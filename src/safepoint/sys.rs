@@ -292,10 +292,7 @@ unsafe fn handle_poll(info: *mut libc::siginfo_t, uctx: *mut libc::c_void) -> bo
         // SAFETY: for SA_SIGINFO handlers the third argument is a ucontext_t.
         unsafe { registers(&*(uctx as *const libc::ucontext_t)) }
     };
-    rec.stop_pc.store(pc, Ordering::Relaxed);
-    rec.stop_sp.store(sp, Ordering::Relaxed);
-    rec.stop_fp.store(fp, Ordering::Relaxed);
-    super::park_at_poll(rec);
+    super::park_at_poll(rec, pc, sp, fp);
     true
 }
 

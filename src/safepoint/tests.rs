@@ -30,6 +30,8 @@ fn wait_until(what: &str, cond: impl Fn() -> bool) {
 
 struct Spinner {
     data: usize,
+    /// Address of a local of the spinner's loop (its stack).
+    stack_hint: Arc<AtomicUsize>,
     counter: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
@@ -40,11 +42,17 @@ struct Spinner {
 fn spawn_spinner(data: usize) -> Spinner {
     let counter = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let (c, s) = (Arc::clone(&counter), Arc::clone(&stop));
+    let stack_hint = Arc::new(AtomicUsize::new(0));
+    let (c, s, h) = (
+        Arc::clone(&counter),
+        Arc::clone(&stop),
+        Arc::clone(&stack_hint),
+    );
     let handle = thread::spawn(move || {
         let guard = register_thread().expect("register spinner");
         guard.set_data(data);
         let mut x: u64 = data as u64;
+        h.store(&x as *const u64 as usize, Ordering::Relaxed);
         let mut i: u64 = 0;
         while !s.load(Ordering::Relaxed) {
             poll();
@@ -59,6 +67,7 @@ fn spawn_spinner(data: usize) -> Spinner {
     });
     Spinner {
         data,
+        stack_hint,
         counter,
         stop,
         handle: Some(handle),
@@ -160,7 +169,12 @@ fn spinning_thread_is_stopped_and_resumed() {
         let t = find(threads, sp.data);
         assert_eq!(t.state, ThreadState::AtSafepoint);
         assert_ne!(t.stop_pc, 0, "the poll's PC is recorded");
-        assert_ne!(t.stop_sp, 0);
+        let hint = sp.stack_hint.load(Ordering::Relaxed);
+        assert!(
+            t.stop_sp.abs_diff(hint) < 1 << 20,
+            "stop_sp {:#x} is not on the spinner's stack (near {hint:#x})",
+            t.stop_sp
+        );
         let me = threads.iter().find(|t| t.is_current).expect("caller");
         assert_eq!(me.data, 0x100);
         let c1 = sp.count();
