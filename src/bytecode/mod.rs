@@ -296,7 +296,10 @@ impl fmt::Display for DecodeError {
                 write!(f, "instruction at code offset {offset} is truncated")
             }
             DecodeError::BadBool { offset, byte } => {
-                write!(f, "ldc.bool operand 0x{byte:02x} at code offset {offset} is not 0 or 1")
+                write!(
+                    f,
+                    "ldc.bool operand 0x{byte:02x} at code offset {offset} is not 0 or 1"
+                )
             }
         }
     }
@@ -314,26 +317,40 @@ fn take<const N: usize>(code: &[u8], pos: usize, at: u32) -> Result<[u8; N], Dec
 /// the offset of the next one. Never panics, whatever `code` holds.
 pub fn decode(code: &[u8], offset: usize) -> Result<(Insn, usize), DecodeError> {
     let at = offset as u32;
-    let byte = *code.get(offset).ok_or(DecodeError::Truncated { offset: at })?;
+    let byte = *code
+        .get(offset)
+        .ok_or(DecodeError::Truncated { offset: at })?;
     let op = Op::from_byte(byte).ok_or(DecodeError::BadOpcode { offset: at, byte })?;
     let p = offset + 1;
     let u32_at = |pos: usize| take::<4>(code, pos, at).map(u32::from_le_bytes);
     let (operand, next) = match op.operand_kind() {
         OperandKind::None => (Operand::None, p),
         OperandKind::I32 => (Operand::I32(u32_at(p)? as i32), p + 4),
-        OperandKind::I64 => (Operand::I64(i64::from_le_bytes(take::<8>(code, p, at)?)), p + 8),
+        OperandKind::I64 => (
+            Operand::I64(i64::from_le_bytes(take::<8>(code, p, at)?)),
+            p + 8,
+        ),
         OperandKind::F32 => (Operand::F32(f32::from_bits(u32_at(p)?)), p + 4),
-        OperandKind::F64 => (Operand::F64(f64::from_bits(u64::from_le_bytes(take::<8>(code, p, at)?))), p + 8),
+        OperandKind::F64 => (
+            Operand::F64(f64::from_bits(u64::from_le_bytes(take::<8>(code, p, at)?))),
+            p + 8,
+        ),
         OperandKind::Bool => {
             let b = take::<1>(code, p, at)?[0];
             if b > 1 {
-                return Err(DecodeError::BadBool { offset: at, byte: b });
+                return Err(DecodeError::BadBool {
+                    offset: at,
+                    byte: b,
+                });
             }
             (Operand::Bool(b == 1), p + 1)
         }
         OperandKind::Char => (Operand::Char(u32_at(p)?), p + 4),
         OperandKind::Str => (Operand::Str(u32_at(p)?), p + 4),
-        OperandKind::Var => (Operand::Var(u16::from_le_bytes(take::<2>(code, p, at)?)), p + 2),
+        OperandKind::Var => (
+            Operand::Var(u16::from_le_bytes(take::<2>(code, p, at)?)),
+            p + 2,
+        ),
         OperandKind::Target => (Operand::Target(u32_at(p)?), p + 4),
         OperandKind::Method => (Operand::Method(u32_at(p)?), p + 4),
         OperandKind::Field => (Operand::Field(u32_at(p)?), p + 4),

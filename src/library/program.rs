@@ -56,7 +56,10 @@ impl Program {
         let mut dups = Vec::new();
         for (li, lib) in libs.iter().enumerate() {
             for (ti, t) in lib.types.iter().enumerate() {
-                let id = ClassId { lib: li as u32, ty: ti as u32 };
+                let id = ClassId {
+                    lib: li as u32,
+                    ty: ti as u32,
+                };
                 if let Some(prev) = by_name.get(&t.name) {
                     dups.push(DuplicateClass {
                         name: t.name.clone(),
@@ -89,7 +92,10 @@ impl Program {
     /// All type ids in load order.
     pub fn all_classes(&self) -> impl Iterator<Item = ClassId> + '_ {
         self.libs.iter().enumerate().flat_map(|(li, l)| {
-            (0..l.types.len()).map(move |ti| ClassId { lib: li as u32, ty: ti as u32 })
+            (0..l.types.len()).map(move |ti| ClassId {
+                lib: li as u32,
+                ty: ti as u32,
+            })
         })
     }
 
@@ -210,7 +216,10 @@ impl Program {
                 .fields
                 .iter()
                 .position(|f| f.name == name)
-                .map(|i| MemberId { class: c, index: i as u32 })
+                .map(|i| MemberId {
+                    class: c,
+                    index: i as u32,
+                })
         })
     }
 
@@ -223,7 +232,10 @@ impl Program {
                 .methods
                 .iter()
                 .position(|m| m.name == name)
-                .map(|i| MemberId { class: c, index: i as u32 })
+                .map(|i| MemberId {
+                    class: c,
+                    index: i as u32,
+                })
         };
         if name == "ctor" || name == "cctor" {
             return own(class);
