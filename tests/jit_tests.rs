@@ -10,13 +10,27 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// (test-name prefix, value of `KILN_JIT`). The JIT issue adds `("jit", "1")`.
-const MODES: &[(&str, &str)] = &[("interp", "0"), ("jit", "1")];
+/// (test-name prefix, environment). A `-gcstress` mode is its base mode with
+/// `KILN_GC_STRESS=1` (a collection at every allocation); `;! mode: interp`
+/// selects `interp` and `interp-gcstress`, `;! no-gcstress` skips the stress
+/// modes (say why in the file).
+const MODES: &[(&str, &[(&str, &str)])] = &[
+    ("interp", &[("KILN_JIT", "0")]),
+    ("jit", &[("KILN_JIT", "1")]),
+    (
+        "interp-gcstress",
+        &[("KILN_JIT", "0"), ("KILN_GC_STRESS", "1")],
+    ),
+    (
+        "jit-gcstress",
+        &[("KILN_JIT", "1"), ("KILN_GC_STRESS", "1")],
+    ),
+];
 
 /// Features not implemented yet. A case that `;! requires:` one of these is
 /// listed as ignored; remove the name here when the feature lands, and the
 /// cases run again.
-const KNOWN_MISSING: &[&str] = &["gc"];
+const KNOWN_MISSING: &[&str] = &[];
 
 #[derive(Debug, Default, Clone)]
 struct Expect {
@@ -29,9 +43,11 @@ struct Expect {
     truncate: Option<usize>,
     patches: Vec<(usize, Vec<u8>)>,
     env: Vec<(String, String)>,
-    /// Features the case needs that are not built yet (`;! requires: gc`):
+    /// Features the case needs that are not built yet (`;! requires: X`):
     /// such cases are reported as ignored, never as passing.
     requires: Vec<String>,
+    /// Skip the `-gcstress` modes (`;! no-gcstress`).
+    no_gcstress: bool,
 }
 
 fn parse_directives(path: &Path, src: &str) -> Result<Expect, String> {
@@ -63,6 +79,7 @@ fn parse_directives(path: &Path, src: &str) -> Result<Expect, String> {
             "args" => e.args = val.split_whitespace().map(String::from).collect(),
             "mode" => e.only_mode = Some(val.trim().to_string()),
             "no-roundtrip" => e.roundtrip = false,
+            "no-gcstress" => e.no_gcstress = true,
             "truncate" => {
                 e.truncate = Some(val.trim().parse().map_err(|_| bad("expected a length"))?)
             }
@@ -163,7 +180,7 @@ fn build_klib(path: &Path, rel: &str, e: &Expect) -> Result<PathBuf, Failed> {
     Ok(out)
 }
 
-fn run_case(path: &Path, rel: &str, mode: &str, jit: &str) -> Result<(), Failed> {
+fn run_case(path: &Path, rel: &str, mode: &str, mode_env: &[(&str, &str)]) -> Result<(), Failed> {
     let src = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let e = parse_directives(path, &src)?;
     let target = if e.truncate.is_some() || !e.patches.is_empty() {
@@ -172,10 +189,11 @@ fn run_case(path: &Path, rel: &str, mode: &str, jit: &str) -> Result<(), Failed>
         path.to_path_buf()
     };
     let mut cmd = kiln();
-    cmd.arg("run")
-        .arg(&target)
-        .args(&e.args)
-        .env("KILN_JIT", jit);
+    cmd.arg("run").arg(&target).args(&e.args);
+    cmd.env_remove("KILN_GC_STRESS");
+    for (k, v) in mode_env {
+        cmd.env(k, v);
+    }
     for (k, v) in &e.env {
         cmd.env(k, v);
     }
@@ -295,9 +313,16 @@ fn main() {
             .replace('\\', "/");
         let src = std::fs::read_to_string(&path).unwrap_or_default();
         let directives = parse_directives(&path, &src);
-        for &(mode, jit) in MODES {
+        for &(mode, mode_env) in MODES {
+            let base = mode.strip_suffix("-gcstress");
             if let Ok(d) = &directives {
-                if d.only_mode.as_deref().is_some_and(|m| m != mode) {
+                if d.only_mode
+                    .as_deref()
+                    .is_some_and(|m| m != mode && Some(m) != base)
+                {
+                    continue;
+                }
+                if d.no_gcstress && base.is_some() {
                     continue;
                 }
             }
@@ -305,7 +330,7 @@ fn main() {
             let pending = directives.as_ref().is_ok_and(|d| !d.requires.is_empty());
             trials.push(
                 Trial::test(format!("{mode}::{rel}"), move || {
-                    run_case(&p, &r, mode, jit)
+                    run_case(&p, &r, mode, mode_env)
                 })
                 .with_ignored_flag(pending),
             );

@@ -30,8 +30,10 @@ use crate::bytecode::{Op, Operand};
 use crate::heap::{array_len, class_of, ARRAY_DATA_OFFSET};
 use crate::library::program::MemberId;
 use crate::library::{HandlerKind, MemberKind, Prim, TypeKind, TypeSig};
+use crate::runtime::frame::{self, HEADER_SLOTS};
 use crate::runtime::tables::{ClassDesc, MethodHandle};
 use crate::runtime::{approx_sp, call_method, Fault, FaultKind, Runtime, ThreadCtx};
+use crate::safepoint;
 use crate::verify::{MethodInfo, VType, Verified};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
@@ -494,6 +496,71 @@ pub struct Code {
     pub nlocals: u32,
     /// Frame size in slots.
     pub frame_slots: u32,
+    /// Per instruction `i`, `stack_refs[stack_ref_start[i]..stack_ref_start[i + 1]]`
+    /// are the evaluation-stack positions holding references before `i`
+    /// (from the verifier's stack types; `null` counts as a reference).
+    pub stack_ref_start: Vec<u32>,
+    /// See `stack_ref_start`.
+    pub stack_refs: Vec<u32>,
+    /// Evaluation-stack depth before each instruction.
+    pub depths: Vec<u32>,
+}
+
+impl Code {
+    /// Call `f` with every frame slot (index from the frame's first slot)
+    /// of the evaluation stack that holds a reference at safepoint position
+    /// `pos` (an instruction index, possibly with `frame::POS_CTOR`: inside a
+    /// `newobj`'s constructor call the new object sits below the
+    /// constructor's arguments). Arguments and locals are described by the
+    /// method's `GcData` instead.
+    pub fn stack_ref_slots(&self, pos: u64, mut f: impl FnMut(u32)) {
+        use crate::runtime::frame::POS_CTOR;
+        let i = (pos & !POS_CTOR) as usize;
+        if i >= self.insns.len() {
+            return;
+        }
+        let base = self.nargs + self.nlocals;
+        let refs = &self.stack_refs
+            [self.stack_ref_start[i] as usize..self.stack_ref_start[i + 1] as usize];
+        if pos & POS_CTOR == 0 {
+            for &r in refs {
+                f(base + r);
+            }
+            return;
+        }
+        let I::Newobj { nargs, .. } = self.insns[i] else {
+            return;
+        };
+        let first_arg = self.depths[i].saturating_sub(nargs as u32);
+        for &r in refs {
+            f(base + if r < first_arg { r } else { r + 1 });
+        }
+        f(base + first_arg);
+    }
+}
+
+/// Exception-handling state of one frame (interpreted or compiled): the
+/// `finally` continuations in progress and the caught exceptions (for
+/// `rethrow`). The frame record's `EH` word points to it, so the collector
+/// sees the exception objects it holds.
+#[derive(Default)]
+pub struct EhState {
+    pub(crate) conts: Vec<Cont>,
+    pub(crate) caught: Vec<Caught>,
+}
+
+impl EhState {
+    /// Call `f` with every exception object this state holds.
+    pub fn for_each_ref(&self, mut f: impl FnMut(*mut u8)) {
+        for c in &self.conts {
+            if let Cont::Unwind { exc, .. } = c {
+                f(*exc);
+            }
+        }
+        for c in &self.caught {
+            f(c.exc);
+        }
+    }
 }
 
 // SAFETY: the raw pointers in `Code` refer to runtime tables and interned
@@ -815,6 +882,20 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
             catch,
         });
     }
+    let mut stack_ref_start = Vec::with_capacity(info.insns.len() + 1);
+    let mut stack_refs = Vec::new();
+    let mut depths = Vec::with_capacity(info.insns.len());
+    for vi in &info.insns {
+        stack_ref_start.push(stack_refs.len() as u32);
+        let st = vi.stack.as_deref().unwrap_or(&[]);
+        depths.push(st.len() as u32);
+        for (p, t) in st.iter().enumerate() {
+            if matches!(t, VType::Ref(_) | VType::Null) {
+                stack_refs.push(p as u32);
+            }
+        }
+    }
+    stack_ref_start.push(stack_refs.len() as u32);
     let narrow_args = (0..nargs)
         .filter_map(|s| match var_ty(s) {
             TypeSig::Prim(Prim::U8) => Some((s, Kind::U8)),
@@ -831,6 +912,9 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
         nargs,
         nlocals,
         frame_slots: nargs + nlocals + info.max_stack + 1,
+        stack_ref_start,
+        stack_refs,
+        depths,
     })
 }
 
@@ -952,26 +1036,31 @@ unsafe fn run(t: &mut ThreadCtx, mh: &MethodHandle, args: *const u64) -> u64 {
     let code = unsafe { &*code_ptr };
     let base = t.vs_top;
     let fs = code.frame_slots as usize;
-    if (t.vs_end as usize - base as usize) / 8 < fs {
+    if (t.vs_end as usize - base as usize) / 8 < fs + HEADER_SLOTS {
         t.raise(Fault::new(
             FaultKind::StackOverflow,
             "stack overflow: the value stack is exhausted",
         ));
         return 0;
     }
-    // SAFETY: `fs` slots from `base` are inside the value stack (checked above);
-    // args holds `nargs` slots (contract).
+    // SAFETY: the header and `fs` slots from `base` are inside the value
+    // stack (checked above); args holds `nargs` slots (contract).
     unsafe {
-        t.vs_top = base.add(fs);
+        *base.add(frame::METHOD) = mh as *const MethodHandle as u64;
+        *base.add(frame::POS) = frame::POS_ENTRY;
+        *base.add(frame::SIZE) = fs as u64;
+        *base.add(frame::EH) = 0;
+        let slots = base.add(HEADER_SLOTS);
         let nargs = code.nargs as usize;
         if nargs > 0 {
-            std::ptr::copy_nonoverlapping(args, base, nargs);
+            std::ptr::copy_nonoverlapping(args, slots, nargs);
         }
-        std::ptr::write_bytes(base.add(nargs), 0, code.nlocals as usize);
+        std::ptr::write_bytes(slots.add(nargs), 0, code.nlocals as usize);
         for &(s, k) in &code.narrow_args {
-            *base.add(s as usize) = k.narrow(*base.add(s as usize));
+            *slots.add(s as usize) = k.narrow(*slots.add(s as usize));
         }
-        let r = exec(t, mh, code, base);
+        t.vs_top = slots.add(fs);
+        let r = exec(t, mh, code, slots);
         t.vs_top = base;
         r
     }
@@ -991,8 +1080,28 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
     let mut sp = s;
     let insns = code.insns.as_ptr();
     let mut pc: usize = 0;
-    let mut conts: Vec<Cont> = Vec::new();
-    let mut caught: Vec<Caught> = Vec::new();
+    // The frame record's header: the safepoint position and the exception state.
+    let posp = base.sub(HEADER_SLOTS).add(frame::POS);
+    let mut eh = EhState::default();
+    *base.sub(HEADER_SLOTS).add(frame::EH) = &mut eh as *mut EhState as u64;
+    // Method-entry poll (the arguments and zeroed locals are in their slots).
+    safepoint::poll();
+
+    // Record safepoint position `$p` in the frame record (before anything
+    // that can collect) and, for `poll`, poll.
+    macro_rules! at {
+        ($p:expr) => {
+            *posp = $p as u64
+        };
+    }
+    macro_rules! back_edge {
+        ($target:expr, $cur:expr) => {
+            if $target as usize <= $cur {
+                at!($cur);
+                safepoint::poll();
+            }
+        };
+    }
 
     macro_rules! pop {
         () => {{
@@ -1170,14 +1279,19 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         break 'dispatch cur;
                     }
                 },
-                I::Br(target) => pc = target as usize,
+                I::Br(target) => {
+                    back_edge!(target, cur);
+                    pc = target as usize
+                }
                 I::Brtrue(target) => {
                     if pop!() != 0 {
+                        back_edge!(target, cur);
                         pc = target as usize
                     }
                 }
                 I::Brfalse(target) => {
                     if pop!() == 0 {
+                        back_edge!(target, cur);
                         pc = target as usize
                     }
                 }
@@ -1185,6 +1299,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     let b = pop!();
                     let a = pop!();
                     if cmp(c, a, b) {
+                        back_edge!(target, cur);
                         pc = target as usize
                     }
                 }
@@ -1192,6 +1307,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     let v = pop!() as u32;
                     if v < len {
                         pc = *code.switch_targets.get_unchecked((start + v) as usize) as usize;
+                        back_edge!(pc, cur);
                     }
                 }
                 I::Ret(k) => return k.narrow(*sp.sub(1)),
@@ -1206,6 +1322,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     if this && *sp == 0 {
                         raise!(Fault::null_receiver(&rt.method_name(&*callee)));
                     }
+                    at!(cur);
                     let r = call_method(t, callee, sp);
                     if t.has_pending() {
                         break 'dispatch cur;
@@ -1218,6 +1335,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     sp = sp.sub(nargs as usize);
                     let recv = nonnull!(*sp, "callvirt receiver");
                     let callee = *(*class_of(recv)).vtable.add(slot as usize);
+                    at!(cur);
                     let r = call_method(t, callee, sp);
                     if t.has_pending() {
                         break 'dispatch cur;
@@ -1237,6 +1355,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     let Some(callee) = rt.dispatch_interface(recv, iface, idx as usize) else {
                         raise!(Fault::not_implemented());
                     };
+                    at!(cur);
                     let r = call_method(t, callee, sp);
                     if t.has_pending() {
                         break 'dispatch cur;
@@ -1246,10 +1365,11 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     }
                 }
                 I::Newobj { mh: ctor, nargs } => {
-                    let obj = match rt.heap.new_object((*ctor).class, false) {
+                    at!(cur);
+                    let obj = match rt.alloc_object((*ctor).class) {
                         Ok(o) => o,
-                        Err(e) => {
-                            t.raise(e.into());
+                        Err(f) => {
+                            t.raise(f);
                             break 'dispatch cur;
                         }
                     };
@@ -1257,6 +1377,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     let a = sp.sub(n);
                     std::ptr::copy(a, a.add(1), n);
                     *a = obj as u64;
+                    at!(cur as u64 | frame::POS_CTOR);
                     call_method(t, ctor, a);
                     if t.has_pending() {
                         break 'dispatch cur;
@@ -1295,10 +1416,11 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     if n < 0 {
                         raise!(Fault::negative_length(n));
                     }
-                    match rt.heap.new_array(cd, n as i64, false) {
+                    at!(cur);
+                    match rt.alloc_array(cd, n as i64) {
                         Ok(a) => push!(a as u64),
-                        Err(e) => {
-                            t.raise(e.into());
+                        Err(f) => {
+                            t.raise(f);
                             break 'dispatch cur;
                         }
                     }
@@ -1360,7 +1482,8 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     break 'dispatch cur;
                 }
                 I::Rethrow => {
-                    let c = caught
+                    let c = eh
+                        .caught
                         .iter()
                         .rev()
                         .find(|c| code.regions[c.region].in_handler(cur as u32));
@@ -1381,32 +1504,35 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                 I::Leave(target) => {
                     sp = s;
                     let cu = cur as u32;
-                    caught.retain(|c| {
+                    eh.caught.retain(|c| {
                         let r = &code.regions[c.region];
                         !r.in_handler(cu) || r.in_handler(target)
                     });
                     match next_finally(code, 0, cu, target) {
                         Some(ri) => {
-                            conts.push(Cont::Leave {
+                            eh.conts.push(Cont::Leave {
                                 region: ri,
                                 from: cu,
                                 target,
                             });
                             pc = code.regions[ri].handler_start as usize;
                         }
-                        None => pc = target as usize,
+                        None => {
+                            back_edge!(target, cur);
+                            pc = target as usize
+                        }
                     }
                 }
                 I::Endfinally => {
                     sp = s;
-                    match conts.pop() {
+                    match eh.conts.pop() {
                         Some(Cont::Leave {
                             region,
                             from,
                             target,
                         }) => match next_finally(code, region + 1, from, target) {
                             Some(ri) => {
-                                conts.push(Cont::Leave {
+                                eh.conts.push(Cont::Leave {
                                     region: ri,
                                     from,
                                     target,
@@ -1426,8 +1552,8 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                             if dispatch(
                                 t,
                                 code,
-                                &mut conts,
-                                &mut caught,
+                                &mut eh.conts,
+                                &mut eh.caught,
                                 region + 1,
                                 from,
                                 cur as u32,
@@ -1450,8 +1576,8 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
         if dispatch(
             t,
             code,
-            &mut conts,
-            &mut caught,
+            &mut eh.conts,
+            &mut eh.caught,
             0,
             at as u32,
             at as u32,

@@ -5,9 +5,12 @@
 //! array layouts, field and static addresses, class descriptors (vtable,
 //! interface slot table, interface bitmap, depth + display), the method slot
 //! and the calling convention, the `ThreadCtx` fields (pending exception,
-//! stack limit), the runtime helpers, and the hooks the garbage collector
-//! will fill in ([`FuncEnv::safepoint_poll`], [`FuncEnv::spill_refs_before_call`]).
-//! `translate.rs` only says what each instruction means in terms of these.
+//! stack limit, value stack), the runtime helpers, and the garbage
+//! collector's needs: the frame record on the value stack
+//! ([`FuncEnv::push_frame`]) and safepoints ([`FuncEnv::safepoint`]: store
+//! the position and every live reference into the frame record, then poll
+//! or call). `translate.rs` only says what each instruction means in terms
+//! of these, and which values are live at each safepoint.
 //!
 //! Every offset comes from `runtime::tables::offsets` or the `heap` consts
 //! (`offset_of!`), never from a literal. Every address embedded in code (a
@@ -17,11 +20,14 @@
 use super::helpers;
 use crate::heap::{ARRAY_DATA_OFFSET, ARRAY_LEN_OFFSET, OBJ_CLASS_OFFSET};
 use crate::interp::Kind;
-use crate::runtime::tables::{kind, offsets, ClassDesc, MethodHandle};
+use crate::runtime::frame;
+use crate::runtime::tables::{
+    kind, offsets, ClassDesc, MethodHandle, SafepointEntry, SafepointKind, SafepointTable,
+};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
-    types, AbiParam, AtomicRmwOp, InstBuilder, MemFlagsData, SigRef, Signature, StackSlot, Type,
-    Value,
+    types, AbiParam, AtomicRmwOp, Block, InstBuilder, MemFlagsData, SigRef, Signature, StackSlot,
+    Type, Value,
 };
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
@@ -114,8 +120,13 @@ pub struct FuncEnv {
     pub args: Value,
     /// Outgoing argument area: 8 bytes per argument slot of the largest call.
     pub arg_area: Option<StackSlot>,
-    /// The frame's exception-state slot (methods with protected regions).
-    pub eh_slot: Option<StackSlot>,
+    /// The frame record on the value stack (address of its header), once pushed.
+    pub fp: Option<Value>,
+    frame_top: Option<Value>,
+    /// Safepoint sites emitted so far: (position, kind, reference slots).
+    pub safepoints: Vec<(u32, SafepointKind, Vec<u32>)>,
+    /// The polling page (None: no polls, e.g. `KILN_NO_POLLS=1` or no safepoints).
+    pub poll_addr: Option<usize>,
     entry_sig: Option<SigRef>,
     helper_sigs: HashMap<Helper, SigRef>,
 }
@@ -129,7 +140,10 @@ impl FuncEnv {
             method,
             args,
             arg_area: None,
-            eh_slot: None,
+            fp: None,
+            frame_top: None,
+            safepoints: Vec::new(),
+            poll_addr: None,
             entry_sig: None,
             helper_sigs: HashMap::new(),
         }
@@ -207,15 +221,134 @@ impl FuncEnv {
         b.ins().icmp(IntCC::UnsignedLessThan, sp, lim)
     }
 
-    /// Safepoint poll (method entry and loop back-edges). Empty until the
-    /// GC issue: it will emit one load from the polling page here, after
-    /// spilling live references to their frame slots.
-    pub fn safepoint_poll(&mut self, _b: &mut FunctionBuilder, _live_refs: &[Value]) {}
+    /// Push this method's frame record on the thread's value stack: the
+    /// header (`frame::METHOD`, `POS`, `SIZE` with the `JIT` flag, `EH`
+    /// null) followed by `slots` slots. Returns the "value stack exhausted"
+    /// condition: branches to `overflow` (nothing pushed) or to `body`, where
+    /// the caller then calls [`FuncEnv::init_frame`]. Sets [`FuncEnv::fp`].
+    pub fn push_frame(
+        &mut self,
+        b: &mut FunctionBuilder,
+        mh: &MethodHandle,
+        slots: u32,
+        body: Block,
+        overflow: Block,
+    ) {
+        let fp = b
+            .ins()
+            .load(PTR, trusted(), self.thread, offsets::TC_VS_TOP as i32);
+        let bytes = ((frame::HEADER_SLOTS + slots as usize) * 8) as i64;
+        let top = b.ins().iadd_imm_s(fp, bytes);
+        let end = b
+            .ins()
+            .load(PTR, trusted(), self.thread, offsets::TC_VS_END as i32);
+        let over = b.ins().icmp(IntCC::UnsignedGreaterThan, top, end);
+        b.ins().brif(over, overflow, &[], body, &[]);
+        self.fp = Some(fp);
+        self.frame_top = Some(top);
+        let _ = mh;
+    }
 
-    /// Called before every call with the references live across it. Empty
-    /// until the GC issue: it will store them in the frame's GC slots (or
-    /// declare them for Cranelift's user stack maps).
-    pub fn spill_refs_before_call(&mut self, _b: &mut FunctionBuilder, _live_refs: &[Value]) {}
+    /// Fill in the frame record pushed by [`FuncEnv::push_frame`] (in its
+    /// `body` block): publish the new `vs_top` and write the header.
+    pub fn init_frame(&mut self, b: &mut FunctionBuilder, mh: &MethodHandle, slots: u32) {
+        let (Some(fp), Some(top)) = (self.fp, self.frame_top) else {
+            return;
+        };
+        b.ins()
+            .store(trusted(), top, self.thread, offsets::TC_VS_TOP as i32);
+        let m = self.ptr_const(b, self.method_ptr(mh));
+        b.ins().store(trusted(), m, fp, (frame::METHOD * 8) as i32);
+        let pos = b.ins().iconst(types::I64, frame::POS_ENTRY as i64);
+        b.ins().store(trusted(), pos, fp, (frame::POS * 8) as i32);
+        let size = b
+            .ins()
+            .iconst(types::I64, (slots as u64 | frame::JIT) as i64);
+        b.ins().store(trusted(), size, fp, (frame::SIZE * 8) as i32);
+        let z = b.ins().iconst(PTR, 0);
+        b.ins().store(trusted(), z, fp, (frame::EH * 8) as i32);
+    }
+
+    /// Pop the frame record (before every return of a frame that pushed one).
+    pub fn pop_frame(&self, b: &mut FunctionBuilder) {
+        if let Some(fp) = self.fp {
+            b.ins()
+                .store(trusted(), fp, self.thread, offsets::TC_VS_TOP as i32);
+        }
+    }
+
+    /// Address of the frame's exception-state word (`frame::EH`), which the
+    /// exception helpers use as the frame's `*mut EhState` slot and the
+    /// collector reads.
+    pub fn eh_slot_addr(&self, b: &mut FunctionBuilder) -> Value {
+        let fp = self.fp.expect("frame pushed at entry");
+        b.ins().iadd_imm_s(fp, (frame::EH * 8) as i64)
+    }
+
+    /// A safepoint at position `pos` (an instruction index, possibly with
+    /// `frame::POS_CTOR`, or `frame::POS_ENTRY`): store `pos` in the frame
+    /// record and every live reference into its frame slot — `refs` pairs a
+    /// frame slot index (arguments, locals, then the evaluation stack) with
+    /// the value it must hold — and record the site in the method's
+    /// safepoint table. For [`SafepointKind::Poll`], then load from the
+    /// polling page (the load faults while a stop-the-world is requested;
+    /// the thread parks in the handler with everything the collector needs
+    /// already in memory). Since objects never move, nothing is reloaded.
+    pub fn safepoint(
+        &mut self,
+        b: &mut FunctionBuilder,
+        pos: u64,
+        kind: SafepointKind,
+        refs: &[(u32, Value)],
+    ) {
+        if kind == SafepointKind::Poll && self.poll_addr.is_none() {
+            return;
+        }
+        let Some(fp) = self.fp else { return };
+        let p = b.ins().iconst(types::I64, pos as i64);
+        b.ins().store(trusted(), p, fp, (frame::POS * 8) as i32);
+        let mut slots = Vec::with_capacity(refs.len());
+        for &(slot, v) in refs {
+            let off = ((frame::HEADER_SLOTS + slot as usize) * 8) as i32;
+            b.ins().store(trusted(), v, fp, off);
+            slots.push(slot);
+        }
+        self.safepoints.push((pos as u32, kind, slots));
+        if kind == SafepointKind::Poll {
+            if let Some(page) = self.poll_addr {
+                let a = self.ptr_const(b, page);
+                // Not `trusted`: this load may trap, so it is never removed.
+                b.ins().load(types::I8, MemFlagsData::new(), a, 0);
+            }
+        }
+    }
+
+    /// The method's safepoint table from the sites emitted (sorted by
+    /// position; a position recorded twice must name the same slots).
+    pub fn safepoint_table(&self) -> Result<SafepointTable, String> {
+        let mut sites: Vec<&(u32, SafepointKind, Vec<u32>)> = self.safepoints.iter().collect();
+        sites.sort_by_key(|s| s.0);
+        let mut t = SafepointTable::default();
+        for s in sites {
+            if let Some(last) = t.entries.last() {
+                if last.pos == s.0 {
+                    let prev = &t.slots[last.first as usize..];
+                    if prev != s.2.as_slice() {
+                        return Err(format!("safepoint {} recorded with different slots", s.0));
+                    }
+                    continue;
+                }
+            }
+            t.entries.push(SafepointEntry {
+                pos: s.0,
+                kind: s.1,
+                first: t.slots.len() as u32,
+                count: s.2.len() as u32,
+            });
+            t.slots.extend_from_slice(&s.2);
+        }
+        Ok(t)
+    }
 
     /// Store an argument value into outgoing slot `i` in the slot encoding
     /// (`i32` sign-extended, `f32` bits in the low 32, others as 64 bits).

@@ -15,7 +15,8 @@
 //! that is allocated lazily, only when a frame first needs it, and whose
 //! pointer lives in a stack slot of the compiled frame.
 
-use crate::interp::{self, Caught, Code, Cont};
+pub use crate::interp::EhState;
+use crate::interp::{self, Code, Cont};
 use crate::runtime::tables::{ClassDesc, MethodHandle};
 use crate::runtime::{Fault, FaultKind, ThreadCtx};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -45,6 +46,8 @@ pub mod code {
     pub const CONV_CHAR: u32 = 9;
     /// Native stack exhausted.
     pub const STACK_OVERFLOW: u32 = 10;
+    /// Value stack exhausted (no room for the frame record).
+    pub const VALUE_STACK_OVERFLOW: u32 = 11;
 }
 
 /// The instruction names of `code::NULL_IN` (the interpreter's `nonnull!` texts).
@@ -61,13 +64,6 @@ pub const NULL_WHAT: &[&str] = &[
 /// Index of `what` in [`NULL_WHAT`].
 pub fn null_what(what: &str) -> u64 {
     NULL_WHAT.iter().position(|w| *w == what).unwrap_or(0) as u64
-}
-
-/// Exception-handling state of one compiled frame (see the module docs).
-#[derive(Default)]
-pub struct EhState {
-    conts: Vec<Cont>,
-    caught: Vec<Caught>,
 }
 
 /// Run `f`, turning a panic into a pending internal exception.
@@ -119,6 +115,10 @@ pub unsafe extern "C" fn jit_fault(thread: *mut ThreadCtx, code: u32, a: u64, b:
             code::NOT_IMPLEMENTED => Fault::not_implemented(),
             code::CONV_CHAR => Fault::conv_char(a as i64),
             code::STACK_OVERFLOW => Fault::native_stack_overflow(),
+            code::VALUE_STACK_OVERFLOW => Fault::new(
+                FaultKind::StackOverflow,
+                "stack overflow: the value stack is exhausted",
+            ),
             _ => Fault::new(FaultKind::Exception, "internal error: unknown JIT fault"),
         };
         t.raise(f);
@@ -154,10 +154,11 @@ pub unsafe extern "C" fn jit_new_object(
         // SAFETY: per this function's contract.
         let t = unsafe { &mut *thread };
         // SAFETY: `class` is a live class descriptor (contract).
-        match unsafe { t.rt().heap.new_object(class, false) } {
+        // The caller stored its references and position (an allocation safepoint).
+        match unsafe { t.rt().alloc_object(class) } {
             Ok(o) => o,
-            Err(e) => {
-                t.raise(e.into());
+            Err(f) => {
+                t.raise(f);
                 std::ptr::null_mut()
             }
         }
@@ -177,10 +178,11 @@ pub unsafe extern "C" fn jit_new_array(
         // SAFETY: per this function's contract.
         let t = unsafe { &mut *thread };
         // SAFETY: `class` is a live array descriptor (contract).
-        match unsafe { t.rt().heap.new_array(class, n, false) } {
+        // The caller stored its references and position (an allocation safepoint).
+        match unsafe { t.rt().alloc_array(class, n) } {
             Ok(a) => a,
-            Err(e) => {
-                t.raise(e.into());
+            Err(f) => {
+                t.raise(f);
                 std::ptr::null_mut()
             }
         }

@@ -151,6 +151,8 @@ pub struct Jit {
     lookup: JitLookup,
     compiles: AtomicUsize,
     perf_map: Option<Mutex<std::fs::File>>,
+    /// The polling page compiled code loads from (None: no polls).
+    poll_addr: Option<usize>,
 }
 
 // SAFETY: the JITModule (raw code pointers) is only touched under the mutex;
@@ -187,6 +189,13 @@ impl Jit {
             lookup: JitLookup::new(methods),
             compiles: AtomicUsize::new(0),
             perf_map,
+            // `KILN_NO_POLLS=1` (measurements only) compiles no poll loads:
+            // threads in loops without calls then cannot be stopped.
+            poll_addr: if std::env::var("KILN_NO_POLLS").is_ok_and(|v| v == "1") {
+                None
+            } else {
+                crate::safepoint::poll_page_addr()
+            },
         })
     }
 
@@ -249,7 +258,8 @@ impl Jit {
             .get(&mh.member)
             .ok_or("no verifier output for this method")?;
         let Compiler { module, ctx, fctx } = c;
-        let func = translate::translate(rt, mh, info, module.isa(), fctx)?;
+        let (func, table) =
+            translate::translate_with_safepoints(rt, mh, info, module.isa(), fctx, self.poll_addr)?;
         let dump = dump_requested(name);
         if dump {
             eprintln!(";; CLIF of {name}\n{}", func.display());
@@ -283,6 +293,10 @@ impl Jit {
         module.clear_context(ctx);
         module.finalize_definitions().map_err(|e| e.to_string())?;
         let ptr = module.get_finalized_function(id) as usize;
+        // The safepoint table is published before the code can run (the
+        // caller writes the slot afterwards).
+        // SAFETY: `gc` points to the method's GcData in the live tables.
+        unsafe { (*mh.gc).install_safepoints(table) };
         Ok((ptr, size))
     }
 }

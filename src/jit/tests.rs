@@ -77,6 +77,8 @@ fn slot_is_written_back_after_first_call() {
     assert_eq!(sum.entry.load(Ordering::Acquire), stub());
     assert_eq!(sq.entry.load(Ordering::Acquire), stub());
     let mut ctx = ThreadCtx::new(&rt, 8 << 20);
+    // SAFETY: `ctx` outlives the attachment (dropped first, in reverse order).
+    let _att = unsafe { crate::heap::gc::attach(&rt, &mut ctx) };
     let args = [10u64];
     // SAFETY: `sum` takes one i64 argument.
     let r = unsafe { call_method(&mut ctx, sum, args.as_ptr()) };
@@ -109,6 +111,8 @@ fn racing_first_calls_compile_once() {
             let (rt, barrier) = (&rt, &barrier);
             s.spawn(move || {
                 let mut ctx = ThreadCtx::new(rt, 2 << 20);
+                // SAFETY: `ctx` outlives the attachment.
+                let _att = unsafe { crate::heap::gc::attach(rt, &mut ctx) };
                 let args = [k as u64 + 3];
                 barrier.wait();
                 // SAFETY: `sq` takes one i64 argument.
@@ -131,6 +135,8 @@ fn lookup_maps_native_pcs_to_methods() {
     let found = rt.lookup(sum.instruction_ptr as usize + 1).unwrap();
     assert!(std::ptr::eq(found, sum));
     let mut ctx = ThreadCtx::new(&rt, 8 << 20);
+    // SAFETY: `ctx` outlives the attachment (dropped first, in reverse order).
+    let _att = unsafe { crate::heap::gc::attach(&rt, &mut ctx) };
     let args = [7u64];
     // SAFETY: `sq` takes one i64 argument.
     assert_eq!(unsafe { call_method(&mut ctx, sq, args.as_ptr()) }, 49);

@@ -31,7 +31,8 @@ use super::helpers::{code as fc, null_what};
 use crate::bytecode::Op;
 use crate::interp::{Cmp, Code, Kind, Src, I};
 use crate::library::TypeSig;
-use crate::runtime::tables::MethodHandle;
+use crate::runtime::frame;
+use crate::runtime::tables::{MethodHandle, SafepointKind, SafepointTable};
 use crate::runtime::Runtime;
 use crate::verify::{MethodInfo, VType};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -68,6 +69,19 @@ pub fn translate(
     isa: &dyn TargetIsa,
     fctx: &mut FunctionBuilderContext,
 ) -> Result<Function, String> {
+    translate_with_safepoints(rt, mh, info, isa, fctx, None).map(|(f, _)| f)
+}
+
+/// [`translate`], also returning the method's safepoint table; polls load
+/// from `poll_addr` (none if `None`).
+pub fn translate_with_safepoints(
+    rt: &Runtime,
+    mh: &MethodHandle,
+    info: &MethodInfo,
+    isa: &dyn TargetIsa,
+    fctx: &mut FunctionBuilderContext,
+    poll_addr: Option<usize>,
+) -> Result<(Function, SafepointTable), String> {
     let code_ptr = mh.interp_code.load(Ordering::Acquire) as *const Code;
     // SAFETY: null or the method's pre-decoded code, owned by the runtime.
     let code = unsafe { code_ptr.as_ref() }.ok_or("the method has no pre-decoded body")?;
@@ -90,12 +104,26 @@ pub fn translate(
         UserFuncName::user(0, mh.method_token),
         FuncEnv::entry_signature(cc),
     );
+    // SAFETY: `gc` points to the method's GcData in the live tables.
+    let gcd = unsafe { &*mh.gc };
+    // SAFETY: `ref_slots` has `ref_slot_count` entries.
+    let ref_vars = unsafe {
+        if gcd.ref_slot_count == 0 {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts(gcd.ref_slots, gcd.ref_slot_count as usize).to_vec()
+        }
+    };
     let b = FunctionBuilder::new(&mut func, fctx);
     let mut tx = Tx::new(info, code, b, cc, var_types);
+    tx.mh = Some(mh);
+    tx.ref_vars = ref_vars;
+    tx.env.poll_addr = poll_addr;
     tx.run()?;
     tx.b.seal_all_blocks();
     tx.b.finalize(isa.frontend_config());
-    Ok(func)
+    let table = tx.env.safepoint_table()?;
+    Ok((func, table))
 }
 
 struct Tx<'a, 'f> {
@@ -115,6 +143,10 @@ struct Tx<'a, 'f> {
     eh: Option<Block>,
     /// Continue at instruction `r` chosen by the runtime (param: i32); methods with regions.
     goto: Option<Block>,
+    /// The method being compiled.
+    mh: Option<&'a MethodHandle>,
+    /// Argument/local slots of reference type (the method's `GcData`).
+    ref_vars: Vec<u32>,
 }
 
 impl<'a, 'f> Tx<'a, 'f> {
@@ -144,7 +176,66 @@ impl<'a, 'f> Tx<'a, 'f> {
             propagate,
             eh: None,
             goto: None,
+            mh: None,
+            ref_vars: Vec::new(),
         }
+    }
+
+    /// Reference-ness of the evaluation stack before instruction `i`.
+    fn stack_refs_at(&self, i: usize) -> Vec<bool> {
+        self.info
+            .insns
+            .get(i)
+            .and_then(|v| v.stack.as_ref())
+            .map(|s| {
+                s.iter()
+                    .map(|t| matches!(t, VType::Ref(_) | VType::Null))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A safepoint at `pos` where the evaluation stack, as the collector
+    /// sees it, is `stack` with reference-ness `is_ref`: every reference
+    /// argument/local and every reference on that stack goes to its frame slot.
+    fn safepoint(
+        &mut self,
+        pos: u64,
+        kind: SafepointKind,
+        stack: &[Value],
+        is_ref: &[bool],
+    ) -> Result<(), String> {
+        if stack.len() != is_ref.len() {
+            return Err(format!(
+                "safepoint {pos:#x}: stack of {} values, {} types",
+                stack.len(),
+                is_ref.len()
+            ));
+        }
+        let mut refs = Vec::new();
+        for &s in &self.ref_vars.clone() {
+            let v = self.b.use_var(self.vars[s as usize]);
+            refs.push((s, v));
+        }
+        let base = self.code.nargs + self.code.nlocals;
+        for (p, (&v, &r)) in stack.iter().zip(is_ref).enumerate() {
+            if r {
+                refs.push((base + p as u32, v));
+            }
+        }
+        self.env.safepoint(&mut self.b, pos, kind, &refs);
+        Ok(())
+    }
+
+    /// The back-edge poll of a branch at `i` to `target`, with the stack
+    /// before `i` (nothing popped yet).
+    fn back_edge_poll(&mut self, i: usize, target: usize) -> Result<(), String> {
+        if target <= i {
+            let stack = self.stack.clone();
+            let refs = self.stack_refs_at(i);
+            self.safepoint(i as u64, SafepointKind::Poll, &stack, &refs)?;
+        }
+        Ok(())
     }
 
     fn stack_types(&self, i: usize) -> Option<Vec<Type>> {
@@ -246,16 +337,22 @@ impl<'a, 'f> Tx<'a, 'f> {
             self.b.ins().return_(&[z]);
         }
         self.b.switch_to_block(body);
-        if self.has_regions() {
-            let slot = self.b.create_sized_stack_slot(StackSlotData::new(
-                StackSlotKind::ExplicitSlot,
-                8,
-                3,
-            ));
-            let z = self.b.ins().iconst(PTR, 0);
-            self.b.ins().stack_store(PTR, z, slot, 0);
-            self.env.eh_slot = Some(slot);
+        // The frame record on the value stack (the collector's view of this frame).
+        let mh = self.mh.ok_or("no method handle")?;
+        let framed = self.b.create_block();
+        let vso = self.b.create_block();
+        self.b.set_cold_block(vso);
+        self.env
+            .push_frame(&mut self.b, mh, self.code.frame_slots, framed, vso);
+        self.b.switch_to_block(vso);
+        {
+            let z = self.b.ins().iconst(types::I64, 0);
+            self.env.raise(&mut self.b, fc::VALUE_STACK_OVERFLOW, z, z);
+            // like the interpreter: the overflowing frame is not in the trace
+            self.b.ins().return_(&[z]);
         }
+        self.b.switch_to_block(framed);
+        self.env.init_frame(&mut self.b, mh, self.code.frame_slots);
         let narrow: BTreeMap<u32, Kind> = self.code.narrow_args.iter().copied().collect();
         for (slot, &ty) in self.var_types.clone().iter().enumerate() {
             let var = self.b.declare_var(ty);
@@ -275,7 +372,7 @@ impl<'a, 'f> Tx<'a, 'f> {
             };
             self.b.def_var(var, v);
         }
-        self.env.safepoint_poll(&mut self.b, &[]);
+        self.safepoint(frame::POS_ENTRY, SafepointKind::Poll, &[], &[])?;
         let b0 = *self.blocks.get(&0).ok_or("instruction 0 is unreachable")?;
         self.b.ins().jump(b0, &[]);
 
@@ -332,6 +429,7 @@ impl<'a, 'f> Tx<'a, 'f> {
             };
             self.env
                 .call_helper(&mut self.b, Helper::Unwind, &[t, m, s]);
+            self.env.pop_frame(&mut self.b);
             let z = self.b.ins().iconst(types::I64, 0);
             self.b.ins().return_(&[z]);
         }
@@ -361,11 +459,7 @@ impl<'a, 'f> Tx<'a, 'f> {
     }
 
     fn eh_slot_addr(&mut self) -> Value {
-        let slot = self
-            .env
-            .eh_slot
-            .expect("methods with regions have an eh slot");
-        self.b.ins().stack_addr(PTR, slot, 0)
+        self.env.eh_slot_addr(&mut self.b)
     }
 
     fn zero(&mut self, ty: Type) -> Value {
@@ -582,14 +676,13 @@ impl<'a, 'f> Tx<'a, 'f> {
             }
             I::Br(t) => {
                 let blk = self.block_at(t as usize)?;
-                if (t as usize) <= i {
-                    self.env.safepoint_poll(&mut self.b, &[]);
-                }
+                self.back_edge_poll(i, t as usize)?;
                 let args = self.stack_args();
                 self.b.ins().jump(blk, &args);
                 return Ok(false);
             }
             I::Brtrue(t) | I::Brfalse(t) | I::BrCmp(_, t) => {
+                self.back_edge_poll(i, t as usize)?;
                 let cond = match ins {
                     I::BrCmp(c, _) => {
                         let y = self.pop()?;
@@ -609,6 +702,11 @@ impl<'a, 'f> Tx<'a, 'f> {
                 return Ok(false);
             }
             I::Switch { start, len } => {
+                let back = (start..start + len)
+                    .map(|k| self.code.switch_targets[k as usize] as usize)
+                    .min()
+                    .unwrap_or(usize::MAX);
+                self.back_edge_poll(i, back)?;
                 let v = self.pop()?;
                 let args = self.stack_args();
                 let next = self.block_at(i + 1)?;
@@ -637,11 +735,13 @@ impl<'a, 'f> Tx<'a, 'f> {
                 let ty = self.b.func.dfg.value_type(v);
                 let w = to_slot(&mut self.b, v, ty);
                 self.free_eh();
+                self.env.pop_frame(&mut self.b);
                 self.b.ins().return_(&[w]);
                 return Ok(false);
             }
             I::RetVoid => {
                 self.free_eh();
+                self.env.pop_frame(&mut self.b);
                 let z = self.b.ins().iconst(types::I64, 0);
                 self.b.ins().return_(&[z]);
                 return Ok(false);
@@ -659,13 +759,13 @@ impl<'a, 'f> Tx<'a, 'f> {
                     self.fault_if(c, i, fc::NULL_RECEIVER, Some(m), None);
                 }
                 let callee = self.env.ptr_const(&mut self.b, mh as usize);
-                self.emit_call(i, callee, &args, ret)?;
+                self.emit_call(i, i as u64, callee, &args, ret)?;
             }
             I::CallVirt { slot, nargs, ret } => {
                 let args = self.pop_n(nargs as usize)?;
                 self.null_check(args[0], i, "callvirt receiver");
                 let callee = self.env.vtable_method(&mut self.b, args[0], slot);
-                self.emit_call(i, callee, &args, ret)?;
+                self.emit_call(i, i as u64, callee, &args, ret)?;
             }
             I::CallIface {
                 iface,
@@ -679,7 +779,7 @@ impl<'a, 'f> Tx<'a, 'f> {
                 let none = self.b.ins().icmp_imm_s(IntCC::Equal, row, 0);
                 self.fault_if(none, i, fc::NOT_IMPLEMENTED, None, None);
                 let callee = self.b.ins().load(PTR, env::trusted(), row, idx as i32 * 8);
-                self.emit_call(i, callee, &args, ret)?;
+                self.emit_call(i, i as u64, callee, &args, ret)?;
             }
             I::Newobj { mh, nargs } => {
                 let args = self.pop_n(nargs as usize)?;
@@ -687,6 +787,10 @@ impl<'a, 'f> Tx<'a, 'f> {
                 let class = unsafe { (*mh).class };
                 let t = self.env.thread;
                 let cv = self.env.ptr_const(&mut self.b, class as usize);
+                let mut before = self.stack.clone();
+                before.extend_from_slice(&args);
+                let refs = self.stack_refs_at(i);
+                self.safepoint(i as u64, SafepointKind::Alloc, &before, &refs)?;
                 let obj = self
                     .env
                     .call_helper(&mut self.b, Helper::NewObject, &[t, cv])
@@ -696,7 +800,7 @@ impl<'a, 'f> Tx<'a, 'f> {
                 let mut all = vec![obj];
                 all.extend(args);
                 let callee = self.env.ptr_const(&mut self.b, mh as usize);
-                self.emit_call(i, callee, &all, false)?;
+                self.emit_call(i, i as u64 | frame::POS_CTOR, callee, &all, false)?;
                 self.stack.push(obj);
             }
             I::Ldfld(off, k) => {
@@ -765,6 +869,10 @@ impl<'a, 'f> Tx<'a, 'f> {
                 self.fault_if(neg, i, fc::NEGATIVE_LENGTH, Some(n64), None);
                 let t = self.env.thread;
                 let cv = self.env.ptr_const(&mut self.b, cd as usize);
+                let mut before = self.stack.clone();
+                before.push(n);
+                let refs = self.stack_refs_at(i);
+                self.safepoint(i as u64, SafepointKind::Alloc, &before, &refs)?;
                 let a = self
                     .env
                     .call_helper(&mut self.b, Helper::NewArray, &[t, cv, n64])
@@ -838,6 +946,7 @@ impl<'a, 'f> Tx<'a, 'f> {
             }
             I::Leave(target) => {
                 let goto = self.goto.ok_or("leave in a method without regions")?;
+                self.back_edge_poll(i, target as usize)?;
                 let (t, m, s) = (self.env.thread, self.env.method, self.eh_slot_addr());
                 let from = self.b.ins().iconst(types::I32, i as i64);
                 let to = self.b.ins().iconst(types::I32, target as i64);
@@ -883,9 +992,12 @@ impl<'a, 'f> Tx<'a, 'f> {
 
     /// Store the arguments, call through the slot, check for an exception,
     /// push the result.
+    /// `pos` is the safepoint position of the call: `at`, or `at | POS_CTOR`
+    /// for a `newobj`'s constructor call (whose `args` start with the new object).
     fn emit_call(
         &mut self,
         at: usize,
+        pos: u64,
         callee: Value,
         args: &[Value],
         ret: bool,
@@ -893,8 +1005,15 @@ impl<'a, 'f> Tx<'a, 'f> {
         for (k, &a) in args.iter().enumerate() {
             self.env.store_arg(&mut self.b, k, a);
         }
-        let live: Vec<Value> = self.stack.clone();
-        self.env.spill_refs_before_call(&mut self.b, &live);
+        // The collector's view during the call: the stack before `at` (for a
+        // constructor call, the new object below the constructor's arguments).
+        let mut view = self.stack.clone();
+        view.extend_from_slice(args);
+        let mut refs = self.stack_refs_at(at);
+        if pos & frame::POS_CTOR != 0 {
+            refs.insert(self.stack.len(), true);
+        }
+        self.safepoint(pos, SafepointKind::Call, &view, &refs)?;
         let r = self.env.call_slot(&mut self.b, callee);
         self.check_pending(at);
         if ret {

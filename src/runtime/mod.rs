@@ -50,6 +50,10 @@ pub struct Options {
     pub heap_max: usize,
     /// Native stack size of threads running managed code.
     pub stack_size: usize,
+    /// Collect at every allocation (`KILN_GC_STRESS=1`).
+    pub gc_stress: bool,
+    /// Print every collection on stderr (`KILN_GC_LOG=1`).
+    pub gc_log: bool,
 }
 
 /// Default heap limit: 2 GiB.
@@ -63,6 +67,8 @@ impl Default for Options {
             mode: ExecMode::Jit,
             heap_max: DEFAULT_HEAP_MAX,
             stack_size: DEFAULT_STACK_SIZE,
+            gc_stress: false,
+            gc_log: false,
         }
     }
 }
@@ -83,12 +89,14 @@ pub fn parse_size(s: &str) -> Option<usize> {
 }
 
 impl Options {
-    /// Read `KILN_JIT` and `KILN_HEAP_MAX`.
+    /// Read `KILN_JIT`, `KILN_HEAP_MAX`, `KILN_GC_STRESS` and `KILN_GC_LOG`.
     pub fn from_env() -> Result<Options, String> {
-        Options::from_vars(
-            std::env::var("KILN_JIT").ok().as_deref(),
-            std::env::var("KILN_HEAP_MAX").ok().as_deref(),
-        )
+        let var = |n: &str| std::env::var(n).ok();
+        let mut o =
+            Options::from_vars(var("KILN_JIT").as_deref(), var("KILN_HEAP_MAX").as_deref())?;
+        o.gc_stress = parse_flag("KILN_GC_STRESS", var("KILN_GC_STRESS").as_deref())?;
+        o.gc_log = parse_flag("KILN_GC_LOG", var("KILN_GC_LOG").as_deref())?;
+        Ok(o)
     }
 
     /// [`Options::from_env`] with the variables given.
@@ -112,6 +120,17 @@ impl Options {
             })?;
         }
         Ok(o)
+    }
+}
+
+/// A boolean setting: unset, `0`, `off` → false; `1`, `on` → true.
+pub fn parse_flag(name: &str, v: Option<&str>) -> Result<bool, String> {
+    match v {
+        None | Some("0") | Some("off") => Ok(false),
+        Some("1") | Some("on") => Ok(true),
+        Some(v) => Err(format!(
+            "{name}={v:?} is not valid: accepted values are 0, off, 1, on"
+        )),
     }
 }
 
@@ -290,7 +309,35 @@ pub struct ThreadCtx {
     pub vs_end: *mut u64,
     /// Frames the pending exception has passed, innermost first.
     pub trace: Vec<*const MethodHandle>,
+    /// First slot of the value stack: frame records run from here to `vs_top`.
+    pub vs_base: *mut u64,
+    /// Objects Rust code holds across an allocation (a handle scope): GC roots.
+    pub roots: Vec<*mut u8>,
     vs: Vec<u64>,
+}
+
+/// Frame records on the value stack (interpreter and JIT frames alike): a
+/// header of [`HEADER_SLOTS`](frame::HEADER_SLOTS) words followed by the
+/// frame's slots `[args | locals | evaluation stack | scratch]`.
+pub mod frame {
+    /// Words in a frame record header.
+    pub const HEADER_SLOTS: usize = 4;
+    /// Header word: the method's `*const MethodHandle`.
+    pub const METHOD: usize = 0;
+    /// Header word: the current safepoint position (instruction index,
+    /// possibly with [`POS_CTOR`], or [`POS_ENTRY`]).
+    pub const POS: usize = 1;
+    /// Header word: slot count (low 32 bits) and flags ([`JIT`]).
+    pub const SIZE: usize = 2;
+    /// Header word: the frame's exception state (`*mut interp::EhState`) or null.
+    pub const EH: usize = 3;
+    /// `POS` flag: inside the constructor call of a `newobj` (the stack holds
+    /// the new object below the constructor arguments).
+    pub const POS_CTOR: u64 = 1 << 31;
+    /// `POS` value of the method-entry poll (empty evaluation stack).
+    pub const POS_ENTRY: u64 = 0x7FFF_FFFF;
+    /// `SIZE` flag: a compiled frame (its method's JIT safepoint table applies).
+    pub const JIT: u64 = 1 << 32;
 }
 
 /// Native stack size cap for threads started by `Thread::start`.
@@ -315,6 +362,8 @@ impl ThreadCtx {
             // SAFETY: the capacity is VALUE_STACK_SLOTS, so this is one past its end.
             vs_end: unsafe { start.add(VALUE_STACK_SLOTS) },
             trace: Vec::new(),
+            vs_base: start,
+            roots: Vec::new(),
             vs,
         }
     }
@@ -480,6 +529,8 @@ pub struct Runtime {
     pub interp_code: Vec<Box<crate::interp::Code>>,
     /// JIT hook: the Cranelift tier, set by `crate::jit::install` in JIT mode.
     pub jit: OnceLock<crate::jit::Jit>,
+    /// The collector's state (roots, attached threads, statistics).
+    pub gc: crate::heap::gc::GcState,
 }
 
 // SAFETY: the raw pointers refer to the runtime's own tables, which are
@@ -570,6 +621,19 @@ impl Runtime {
             .position(|m| m.name == "run")
             .ok_or_else(|| vec![LoadError::Setup("Runnable::run is missing".into())])?;
         let heap = Heap::new(opts.heap_max);
+        let mut static_refs = Vec::new();
+        for id in program.all_classes() {
+            for (fi, f) in program.def(id).fields.iter().enumerate() {
+                if f.is_static && f.ty.is_ref() {
+                    let fh = tables.field(MemberId {
+                        class: id,
+                        index: fi as u32,
+                    });
+                    static_refs.push(fh.static_addr as usize);
+                }
+            }
+        }
+        let gc = crate::heap::gc::GcState::new(opts.gc_stress, opts.gc_log, static_refs);
         let mut rt = Runtime {
             program,
             files,
@@ -591,6 +655,7 @@ impl Runtime {
             self_ref: OnceLock::new(),
             interp_code: Vec::new(),
             jit: OnceLock::new(),
+            gc,
         };
         let code = crate::interp::prepare(&rt, verified).map_err(|e| vec![LoadError::Setup(e)])?;
         rt.interp_code = code;
@@ -603,16 +668,75 @@ impl Runtime {
         if let Some(&p) = m.get(s) {
             return Ok(p as *mut u8);
         }
-        // SAFETY: string_class is the live String descriptor.
-        let p = unsafe { self.heap.new_string(self.string_class, s.as_bytes(), true) }?;
+        // SAFETY: string_class is the live String descriptor; a pinned
+        // string is never freed (compiled code embeds its address).
+        let p = unsafe {
+            let p = self
+                .heap
+                .new_string(self.string_class, s.as_bytes(), true)?;
+            crate::heap::pin(p);
+            p
+        };
         m.insert(s.to_string(), p as usize);
         Ok(p)
     }
 
-    /// A new string object.
+    /// Allocate through `f`, collecting first when the allocation volume
+    /// passed the threshold (or always, in stress mode), and once more
+    /// before giving up when the heap limit is reached. The caller must be
+    /// at a safepoint: every reference it still needs is in a frame slot, a
+    /// static or its thread's handle scope (`ThreadCtx::roots`).
+    fn alloc_with(
+        &self,
+        size: u64,
+        f: impl Fn() -> Result<*mut u8, HeapError>,
+    ) -> Result<*mut u8, Fault> {
+        use crate::heap::gc::{collect, Reason};
+        if self.gc.stress || self.heap.wants_collection(size) {
+            collect(self, Reason::Threshold);
+        }
+        match f() {
+            Ok(p) => Ok(p),
+            Err(HeapError::LimitExceeded { .. }) if size <= self.heap.max() as u64 => {
+                collect(self, Reason::Limit);
+                f().map_err(Fault::from)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A new string object (may collect: see [`Runtime::alloc_with`]).
     pub fn new_string(&self, bytes: &[u8]) -> Result<*mut u8, Fault> {
+        let size = crate::heap::STRING_DATA_OFFSET as u64 + bytes.len() as u64;
         // SAFETY: string_class is the live String descriptor.
-        Ok(unsafe { self.heap.new_string(self.string_class, bytes, false) }?)
+        self.alloc_with(size, || unsafe {
+            self.heap.new_string(self.string_class, bytes, false)
+        })
+    }
+
+    /// A new object of `class` (may collect).
+    ///
+    /// # Safety
+    /// `class` is a live class descriptor of a class.
+    pub unsafe fn alloc_object(&self, class: *const ClassDesc) -> Result<*mut u8, Fault> {
+        // SAFETY: caller contract.
+        let size = unsafe { (*class).instance_size } as u64;
+        // SAFETY: caller contract.
+        self.alloc_with(size, || unsafe { self.heap.new_object(class, false) })
+    }
+
+    /// A new array of `len` elements of the array class `class` (may collect).
+    ///
+    /// # Safety
+    /// `class` is a live array class descriptor.
+    pub unsafe fn alloc_array(&self, class: *const ClassDesc, len: i64) -> Result<*mut u8, Fault> {
+        if len < 0 {
+            return Err(HeapError::NegativeLength(len).into());
+        }
+        // SAFETY: caller contract.
+        let size = unsafe { Heap::array_bytes(class, len) };
+        // SAFETY: caller contract.
+        self.alloc_with(size, || unsafe { self.heap.new_array(class, len, false) })
     }
 
     /// Allocate the exception object for a runtime fault (ignores the heap
@@ -697,6 +821,9 @@ impl Runtime {
 
     /// Flush buffered standard output.
     pub fn flush_stdout(&self) {
+        // May block on the pipe: count as stopped meanwhile (the lock is
+        // only ever taken in native state, so a stopped thread never holds it).
+        let _n = crate::safepoint::native_scope();
         let _ = self.out.lock().unwrap_or_else(|e| e.into_inner()).flush();
     }
 
@@ -719,12 +846,19 @@ impl Runtime {
         let stack = self.opts.stack_size.min(SPAWNED_STACK_MAX);
         let robj = r as usize;
         let mhp = mh as usize;
+        // The runnable stays a root until the new thread has it in its own
+        // handle scope.
+        self.gc.add_start_root(r);
         let handle = std::thread::Builder::new()
             .name("kiln-thread".into())
             .stack_size(stack)
             .spawn(move || {
                 let rt: Arc<Runtime> = me;
                 let mut ctx = ThreadCtx::new(&*rt, stack);
+                // SAFETY: `ctx` lives on this frame until after `_att` is dropped.
+                let _att = unsafe { crate::heap::gc::attach(&rt, &mut ctx) };
+                ctx.roots.push(robj as *mut u8);
+                rt.gc.remove_start_root(robj as *mut u8);
                 let args = [robj as u64];
                 // SAFETY: `mhp` is the live handle of `run`; args hold the receiver.
                 unsafe { call_method(&mut ctx, mhp as *const MethodHandle, args.as_ptr()) };
@@ -734,7 +868,10 @@ impl Runtime {
                 }
                 rt.flush_stdout();
             })
-            .map_err(|e| Fault::new(FaultKind::OutOfMemory, format!("cannot start thread: {e}")))?;
+            .map_err(|e| {
+                self.gc.remove_start_root(r);
+                Fault::new(FaultKind::OutOfMemory, format!("cannot start thread: {e}"))
+            })?;
         let mut ts = self.threads.lock().unwrap_or_else(|e| e.into_inner());
         ts.push(Some(handle));
         Ok(ts.len())
@@ -749,6 +886,8 @@ impl Runtime {
                 .and_then(|s| s.take())
         };
         if let Some(h) = h {
+            // Blocking: count as stopped meanwhile.
+            let _n = crate::safepoint::native_scope();
             let _ = h.join();
         }
     }
@@ -780,6 +919,8 @@ impl Runtime {
     /// Run every `cctor` (in load order) and then `main`; returns the exit code.
     fn run_main(&self, main: MemberId, args: &[String]) -> i32 {
         let mut ctx = ThreadCtx::new(self, self.opts.stack_size);
+        // SAFETY: `ctx` lives on this frame until after `_att` is dropped.
+        let _att = unsafe { crate::heap::gc::attach(self, &mut ctx) };
         let uncaught = |ctx: &ThreadCtx| {
             // SAFETY: a pending exception is a live object; the trace holds live handles.
             unsafe { self.report_uncaught(ctx.pending, &ctx.trace) };
@@ -810,13 +951,14 @@ impl Runtime {
             let arr_ty = TypeSig::Array(Box::new(TypeSig::class(crate::library::STRING)));
             let ac = self.tables.array_class(&self.program, &arr_ty);
             // SAFETY: `ac` is the live string[] descriptor; elements are 8 bytes.
-            let arr = match unsafe { self.heap.new_array(ac, args.len() as i64, false) } {
+            let arr = match unsafe { self.alloc_array(ac, args.len() as i64) } {
                 Ok(a) => a,
-                Err(e) => {
-                    ctx.raise(e.into());
+                Err(f) => {
+                    ctx.raise(f);
                     return uncaught(&ctx);
                 }
             };
+            ctx.roots.push(arr); // held across the string allocations
             for (i, a) in args.iter().enumerate() {
                 match self.new_string(a.as_bytes()) {
                     // SAFETY: i < len; element slot i of the new array.

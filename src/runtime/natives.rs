@@ -5,7 +5,12 @@
 //! (receiver first; `i32`/`bool`/`char` sign-extended, `f64` as bits,
 //! references as addresses) and returns its result the same way, or a
 //! [`Fault`] that the native adapter turns into a pending exception.
-//! Natives never allocate except through the heap's entry points.
+//! Natives never allocate except through the runtime's allocation entry
+//! points (which may collect: the calling frame is at a call safepoint and
+//! the arguments are in its slots, so they stay alive; natives copy string
+//! bytes out before allocating and hold no other reference across an
+//! allocation). Natives that block (output, `Thread::join`) run inside
+//! `safepoint::native_scope`.
 
 use super::{Fault, FaultKind, ThreadCtx};
 use crate::heap::{string_bytes, StrHeader};
@@ -58,6 +63,11 @@ fn new_str(t: &mut ThreadCtx, bytes: &[u8]) -> Result<u64, Fault> {
 }
 
 fn write_out(t: &mut ThreadCtx, bytes: &[u8], newline: bool) {
+    // Writing may block on the pipe: count as stopped meanwhile. The lock is
+    // only taken in native state, so no stopped thread ever holds it. The
+    // bytes belong to a string in the caller's frame (a root); it does not
+    // move.
+    let _n = crate::safepoint::native_scope();
     let mut o = t.rt().out.lock().unwrap_or_else(|e| e.into_inner());
     let _ = o.write_all(bytes);
     if newline {
@@ -176,8 +186,9 @@ fn std_clock_ns(_t: &mut ThreadCtx, _a: &[u64]) -> Result<u64, Fault> {
     Ok(e.elapsed().as_nanos() as i64 as u64)
 }
 
-fn std_gc(_t: &mut ThreadCtx, _a: &[u64]) -> Result<u64, Fault> {
-    // The current heap never collects; the GC issue replaces this.
+fn std_gc(t: &mut ThreadCtx, _a: &[u64]) -> Result<u64, Fault> {
+    // The caller is at a call safepoint: its frames' references are in their slots.
+    crate::heap::gc::collect(t.rt(), crate::heap::gc::Reason::Explicit);
     Ok(0)
 }
 
@@ -186,8 +197,9 @@ fn thread_start(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
         return Err(Fault::null("Thread::start argument is null"));
     }
     let rt = t.rt();
-    // SAFETY: thread_class is the live Thread descriptor.
-    let obj = unsafe { rt.heap.new_object(rt.thread_class, false) }?;
+    // SAFETY: thread_class is the live Thread descriptor. The runnable is
+    // argument 0, a slot of the caller's frame (a root) across the allocation.
+    let obj = unsafe { rt.alloc_object(rt.thread_class) }?;
     // SAFETY: non-null receiver checked above; verified code passes a live Runnable.
     let id = unsafe { rt.spawn_runnable(a[0] as *mut u8) }?;
     // SAFETY: the handle field lies inside every Thread object.

@@ -480,8 +480,10 @@ pub struct ProtectedRegion {
     pub catch_class: *const ClassDesc,
 }
 
-/// Per-method GC data: which frame slots (arguments and locals) hold references.
-/// Evaluation-stack slots are described per instruction by the verifier's types.
+/// Per-method GC data: which frame slots (arguments and locals) hold
+/// references, and the JIT's safepoint table once the method is compiled.
+/// Evaluation-stack slots of interpreted frames are described per
+/// instruction by the verifier's types (`interp::Code::stack_ref_slots`).
 #[repr(C)]
 #[derive(Debug)]
 pub struct GcData {
@@ -489,6 +491,81 @@ pub struct GcData {
     pub ref_slots: *const u32,
     /// Number of entries.
     pub ref_slot_count: u32,
+    /// The compiled code's safepoint table (null until compiled; set once,
+    /// owned by this `GcData`).
+    pub safepoints: AtomicPtr<SafepointTable>,
+}
+
+impl Drop for GcData {
+    fn drop(&mut self) {
+        let p = *self.safepoints.get_mut();
+        if !p.is_null() {
+            // SAFETY: set once from `Box::into_raw` (`install_safepoints`), freed once here.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
+}
+
+impl GcData {
+    /// Publish the compiled code's safepoint table (first one wins).
+    pub fn install_safepoints(&self, t: SafepointTable) {
+        let p = Box::into_raw(Box::new(t));
+        if self
+            .safepoints
+            .compare_exchange(std::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // SAFETY: `p` was never published.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
+}
+
+/// Kind of a safepoint site (MOSA's safepoint table, made real).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum SafepointKind {
+    /// A polling-page load (method entry, loop back-edge).
+    Poll = 0,
+    /// A call through a method slot.
+    Call = 1,
+    /// An allocation helper call.
+    Alloc = 2,
+}
+
+/// One safepoint site of compiled code.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SafepointEntry {
+    /// The position compiled code stores in its frame record before the site.
+    pub pos: u32,
+    /// What the site is.
+    pub kind: SafepointKind,
+    /// First index in [`SafepointTable::slots`].
+    pub first: u32,
+    /// Number of frame slots holding references at the site.
+    pub count: u32,
+}
+
+/// Per-method safepoint table of compiled code: for each site, the frame
+/// slots (arguments, locals, evaluation stack) that compiled code stored
+/// references into before reaching it. Sorted by `pos`.
+#[derive(Debug, Default)]
+pub struct SafepointTable {
+    /// Sites, sorted by position (unique).
+    pub entries: Vec<SafepointEntry>,
+    /// Slot indices of all sites.
+    pub slots: Vec<u32>,
+}
+
+impl SafepointTable {
+    /// Reference slots at position `pos`, if it is a recorded site.
+    pub fn slots_at(&self, pos: u32) -> Option<&[u32]> {
+        let i = self.entries.binary_search_by_key(&pos, |e| e.pos).ok()?;
+        let e = &self.entries[i];
+        self.slots
+            .get(e.first as usize..(e.first + e.count) as usize)
+    }
 }
 
 /// Method lookup table entry: maps a code address to its method. For
@@ -548,6 +625,10 @@ pub mod offsets {
     pub const TC_PENDING: usize = offset_of!(crate::runtime::ThreadCtx, pending);
     /// `ThreadCtx::stack_limit` (compared with the native stack pointer on entry).
     pub const TC_STACK_LIMIT: usize = offset_of!(crate::runtime::ThreadCtx, stack_limit);
+    /// `ThreadCtx::vs_top` (next free value-stack slot: compiled frames push their record here).
+    pub const TC_VS_TOP: usize = offset_of!(crate::runtime::ThreadCtx, vs_top);
+    /// `ThreadCtx::vs_end` (end of the value stack).
+    pub const TC_VS_END: usize = offset_of!(crate::runtime::ThreadCtx, vs_end);
 }
 
 /// Item type id of a storage type (0 reference, 14 for `i32`).
@@ -905,6 +986,7 @@ impl Tables {
                 let gcd = Box::new(GcData {
                     ref_slots: gc.as_ptr(),
                     ref_slot_count: gc.len() as u32,
+                    safepoints: AtomicPtr::new(std::ptr::null_mut()),
                 });
                 let nat = if m.flags.is_native {
                     let f = native(&def.name, &m.name);

@@ -1,0 +1,307 @@
+//! The collector: precise, stop-the-world, non-moving mark-sweep (see
+//! `docs/gc.md`).
+//!
+//! A collection runs on a mutator thread that is at a safepoint of its own
+//! (an allocation, `Std::gc()`): it stops every registered thread through
+//! [`crate::safepoint::stop_the_world`], marks from the roots, sweeps and
+//! restarts the world. Roots, all precise:
+//! - reference-typed static fields (their addresses, computed at load);
+//! - objects of threads being started (`GcState::start_roots`);
+//! - per attached thread (`ThreadCtx`): the pending exception, the handle
+//!   scope `roots`, and every frame record on its value stack: the
+//!   reference-typed argument/local slots (`GcData::ref_slots`), the
+//!   evaluation-stack slots that hold references at the frame's current
+//!   safepoint position (interpreter frames: the verifier's stack types via
+//!   `interp::Code::stack_ref_slots`; compiled frames: the method's JIT
+//!   safepoint table), and the exceptions held by the frame's exception
+//!   state (`finally` continuations, caught exceptions);
+//! - interned strings are pinned (never freed, never traced).
+//!
+//! Invariants: only attached threads run managed code; an attached thread is
+//! registered with the safepoint module and its `ThreadCtx` address is its
+//! registered data. A thread is scanned only while stopped, so its frame
+//! records are exactly as of its last safepoint: every slot the position's
+//! map names holds null or a live reference (the interpreter keeps values in
+//! their slots; compiled code stores them before each safepoint).
+
+use super::{Marker, SweepStats, MIN_THRESHOLD};
+use crate::runtime::frame;
+use crate::runtime::tables::MethodHandle;
+use crate::runtime::{Runtime, ThreadCtx};
+use crate::safepoint;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// The collector's per-runtime state.
+pub struct GcState {
+    /// Collections may run (the safepoint mechanism is available and every
+    /// thread running managed code is registered).
+    pub enabled: AtomicBool,
+    /// Collect at every allocation (`KILN_GC_STRESS`).
+    pub stress: bool,
+    /// Log every collection on stderr (`KILN_GC_LOG`).
+    pub log: bool,
+    /// `*mut ThreadCtx` of every attached thread.
+    attached: Mutex<Vec<usize>>,
+    /// Objects handed to threads that are starting (not yet attached).
+    start_roots: Mutex<Vec<usize>>,
+    /// Addresses of reference-typed static fields.
+    pub static_refs: Vec<usize>,
+    /// Completed collections.
+    pub count: AtomicU64,
+    /// Sum of pause times (ns).
+    pub pause_total_ns: AtomicU64,
+    /// Longest pause (ns).
+    pub pause_max_ns: AtomicU64,
+}
+
+impl GcState {
+    /// A collector state for a runtime with these static reference slots.
+    pub fn new(stress: bool, log: bool, static_refs: Vec<usize>) -> GcState {
+        GcState {
+            enabled: AtomicBool::new(safepoint::init().is_ok()),
+            stress,
+            log,
+            attached: Mutex::new(Vec::new()),
+            start_roots: Mutex::new(Vec::new()),
+            static_refs,
+            count: AtomicU64::new(0),
+            pause_total_ns: AtomicU64::new(0),
+            pause_max_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Keep `obj` alive while a thread that will use it starts.
+    pub fn add_start_root(&self, obj: *mut u8) {
+        self.start_roots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(obj as usize);
+    }
+
+    /// Drop one start root for `obj`.
+    pub fn remove_start_root(&self, obj: *mut u8) {
+        let mut v = self.start_roots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = v.iter().position(|&p| p == obj as usize) {
+            v.swap_remove(i);
+        }
+    }
+}
+
+/// The attachment of the current thread to a runtime: registered with the
+/// safepoint module, its `ThreadCtx` known to the collector. Detaches on drop.
+pub struct Attached<'a> {
+    gc: &'a GcState,
+    ctx: usize,
+    _guard: Option<safepoint::ThreadGuard>,
+}
+
+/// Attach the current thread (which will run managed code with `ctx`) to
+/// `rt`. If the thread cannot be registered, collection is disabled for the
+/// runtime (a thread the collector cannot stop must not have its roots missed).
+///
+/// # Safety
+/// `ctx` must stay at its address and alive until the returned value is dropped.
+pub unsafe fn attach<'a>(rt: &'a Runtime, ctx: *mut ThreadCtx) -> Attached<'a> {
+    let gc = &rt.gc;
+    let guard = if safepoint::is_registered() {
+        // Registered by someone else: its registered data is not this
+        // context, so the collector could not find these frames.
+        gc.enabled.store(false, Ordering::SeqCst);
+        None
+    } else {
+        match safepoint::register_thread() {
+            Ok(g) => {
+                g.set_data(ctx as usize);
+                Some(g)
+            }
+            Err(_) => {
+                gc.enabled.store(false, Ordering::SeqCst);
+                None
+            }
+        }
+    };
+    gc.attached
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(ctx as usize);
+    Attached {
+        gc,
+        ctx: ctx as usize,
+        _guard: guard,
+    }
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        let mut v = self.gc.attached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = v.iter().position(|&p| p == self.ctx) {
+            v.swap_remove(i);
+        }
+        // the guard (if any) unregisters after the context left the list
+    }
+}
+
+/// Why a collection runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// The allocation volume passed the threshold (or stress mode).
+    Threshold,
+    /// An allocation hit the heap limit.
+    Limit,
+    /// `Std::gc()`.
+    Explicit,
+}
+
+/// What one collection did.
+#[derive(Clone, Copy, Debug)]
+pub struct Collection {
+    /// Sweep results.
+    pub sweep: SweepStats,
+    /// Objects marked.
+    pub marked: usize,
+    /// Pause (stop request to restart), ns.
+    pub pause_ns: u64,
+    /// Time to safepoint of this stop, ns.
+    pub tts_ns: u64,
+}
+
+/// Collect garbage now (see the module docs). Must be called at a safepoint
+/// of the calling thread: its own frames' references are in their slots.
+/// Returns `None` if collection is disabled, the calling thread is not
+/// registered, or (for [`Reason::Threshold`]) another thread collected while
+/// this one waited.
+pub fn collect(rt: &Runtime, why: Reason) -> Option<Collection> {
+    let gc = &rt.gc;
+    if !gc.enabled.load(Ordering::Relaxed) || !safepoint::is_registered() {
+        return None;
+    }
+    let seen = gc.count.load(Ordering::SeqCst);
+    let t0 = Instant::now();
+    let r = safepoint::stop_the_world(|threads| {
+        if why != Reason::Explicit && gc.count.load(Ordering::SeqCst) != seen {
+            return None; // someone else just collected
+        }
+        let mut m = Marker::new();
+        // SAFETY: the world is stopped: every attached thread is at a
+        // safepoint or in native code, so its context, frame records and
+        // the heap are quiescent and consistent (module invariants).
+        let sweep = unsafe {
+            for &a in &gc.static_refs {
+                m.mark_slot(a as *const u64);
+            }
+            for &o in gc
+                .start_roots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+            {
+                m.mark(o as *mut u8);
+            }
+            let attached = gc.attached.lock().unwrap_or_else(|e| e.into_inner());
+            for ti in threads {
+                if attached.contains(&ti.data) {
+                    scan_thread(&*(ti.data as *const ThreadCtx), &mut m);
+                }
+            }
+            drop(attached);
+            m.drain();
+            rt.heap.sweep()
+        };
+        gc.count.fetch_add(1, Ordering::SeqCst);
+        let target = sweep
+            .live
+            .saturating_mul(2)
+            .max(MIN_THRESHOLD)
+            .min(rt.heap.max());
+        rt.heap.set_threshold(target);
+        Some((sweep, m.marked))
+    });
+    let (sweep, marked) = r.ok().flatten()?;
+    let pause_ns = t0.elapsed().as_nanos() as u64;
+    gc.pause_total_ns.fetch_add(pause_ns, Ordering::Relaxed);
+    gc.pause_max_ns.fetch_max(pause_ns, Ordering::Relaxed);
+    let tts_ns = safepoint::stats().last_ns;
+    if gc.log {
+        let n = gc.count.load(Ordering::Relaxed);
+        let line = format!(
+            "kiln-gc: #{n} {why:?}: pause {:.3} ms (time to safepoint {:.3} ms), marked {marked}, live {} KiB, freed {} KiB in {} objects, threshold {} KiB\n",
+            pause_ns as f64 / 1e6,
+            tts_ns as f64 / 1e6,
+            sweep.live >> 10,
+            sweep.freed >> 10,
+            sweep.freed_objects,
+            rt.heap.threshold() >> 10
+        );
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+    Some(Collection {
+        sweep,
+        marked,
+        pause_ns,
+        tts_ns,
+    })
+}
+
+/// Mark everything one stopped thread references.
+///
+/// # Safety
+/// `t` is an attached thread's context, stopped (see [`collect`]).
+unsafe fn scan_thread(t: &ThreadCtx, m: &mut Marker) {
+    // SAFETY: per this function's contract every reference below is null or live.
+    unsafe {
+        m.mark(t.pending);
+        for &r in &t.roots {
+            m.mark(r);
+        }
+        let mut p = t.vs_base;
+        while p < t.vs_top {
+            let mh = &*(*p.add(frame::METHOD) as *const MethodHandle);
+            let pos = *p.add(frame::POS);
+            let size = *p.add(frame::SIZE);
+            let slots = p.add(frame::HEADER_SLOTS);
+            scan_frame(mh, pos, size & frame::JIT != 0, slots, m);
+            let eh = *p.add(frame::EH) as *const crate::interp::EhState;
+            if let Some(eh) = eh.as_ref() {
+                eh.for_each_ref(|o| m.mark(o));
+            }
+            p = slots.add((size & 0xFFFF_FFFF) as usize);
+        }
+    }
+}
+
+/// Mark the references of one frame at safepoint position `pos`.
+///
+/// # Safety
+/// `slots` are the frame's slots, stopped at `pos` (see [`collect`]).
+unsafe fn scan_frame(mh: &MethodHandle, pos: u64, jit: bool, slots: *const u64, m: &mut Marker) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        let gcd = &*mh.gc;
+        if jit {
+            if let Some(table) = gcd.safepoints.load(Ordering::Acquire).as_ref() {
+                if let Some(refs) = table.slots_at(pos as u32) {
+                    for &s in refs {
+                        m.mark_slot(slots.add(s as usize));
+                    }
+                    return;
+                }
+            }
+            // Not a recorded site (cannot happen for a verified method):
+            // fall through to the verifier-derived map, which the JIT's
+            // stores follow.
+        }
+        for i in 0..gcd.ref_slot_count as usize {
+            m.mark_slot(slots.add(*gcd.ref_slots.add(i) as usize));
+        }
+        if pos == frame::POS_ENTRY {
+            return;
+        }
+        let code = mh.interp_code.load(Ordering::Acquire) as *const crate::interp::Code;
+        if let Some(code) = code.as_ref() {
+            code.stack_ref_slots(pos, |s| m.mark_slot(slots.add(s as usize)));
+        }
+    }
+}
