@@ -221,15 +221,14 @@ impl FuncEnv {
         b.ins().icmp(IntCC::UnsignedLessThan, sp, lim)
     }
 
-    /// Push this method's frame record on the thread's value stack: the
-    /// header (`frame::METHOD`, `POS`, `SIZE` with the `JIT` flag, `EH`
-    /// null) followed by `slots` slots. Returns the "value stack exhausted"
+    /// Reserve this method's frame record on the thread's value stack: a
+    /// header (`frame::METHOD`, `POS`, `SIZE` with the `JIT` flag, `EH`)
+    /// followed by `slots` slots. Emits the "value stack exhausted"
     /// condition: branches to `overflow` (nothing pushed) or to `body`, where
     /// the caller then calls [`FuncEnv::init_frame`]. Sets [`FuncEnv::fp`].
     pub fn push_frame(
         &mut self,
         b: &mut FunctionBuilder,
-        mh: &MethodHandle,
         slots: u32,
         body: Block,
         overflow: Block,
@@ -246,7 +245,6 @@ impl FuncEnv {
         b.ins().brif(over, overflow, &[], body, &[]);
         self.fp = Some(fp);
         self.frame_top = Some(top);
-        let _ = mh;
     }
 
     /// Fill in the frame record pushed by [`FuncEnv::push_frame`] (in its

@@ -343,7 +343,7 @@ impl<'a, 'f> Tx<'a, 'f> {
         let vso = self.b.create_block();
         self.b.set_cold_block(vso);
         self.env
-            .push_frame(&mut self.b, mh, self.code.frame_slots, framed, vso);
+            .push_frame(&mut self.b, self.code.frame_slots, framed, vso);
         self.b.switch_to_block(vso);
         {
             let z = self.b.ins().iconst(types::I64, 0);
