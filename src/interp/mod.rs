@@ -9,9 +9,15 @@
 //! `ldstr` carries the interned string object. The hot loop does no hashing
 //! and no name lookups.
 //!
-//! Frames live on the thread's value stack as contiguous 64-bit slots
+//! Frames live on the thread's value stack as frame records
+//! (`runtime::frame`): a header (method, safepoint position, size,
+//! exception state) and contiguous 64-bit slots
 //! `[args | locals | evaluation stack | 1 scratch slot]` (the layout of the
-//! method's `StackHandle`s), locals zeroed. Value representation in a slot:
+//! method's `StackHandle`s), locals zeroed. Before anything that can collect
+//! (calls, allocations, polls at method entry and taken backward branches)
+//! the loop writes the instruction index into the header; values stay in
+//! their slots, so the collector reads references from the verifier's
+//! stack types at that index (`Code::stack_ref_slots`). Value representation in a slot:
 //! `i32` (and `bool`/`u8`/`char`) sign-extended to 64 bits, `f32` bits in the
 //! low 32, `f64` bits, references and pointers as addresses.
 //!

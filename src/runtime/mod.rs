@@ -1171,5 +1171,11 @@ mod tests {
         assert!(Options::from_vars(None, Some("")).is_err());
         assert!(Options::from_vars(None, Some("-5")).is_err());
         assert!(Options::from_vars(None, Some("99999999999999999999G")).is_err());
+        assert_eq!(parse_flag("KILN_GC_STRESS", None), Ok(false));
+        assert_eq!(parse_flag("KILN_GC_STRESS", Some("off")), Ok(false));
+        assert_eq!(parse_flag("KILN_GC_STRESS", Some("1")), Ok(true));
+        assert_eq!(parse_flag("KILN_GC_STRESS", Some("on")), Ok(true));
+        let e = parse_flag("KILN_GC_STRESS", Some("2")).unwrap_err();
+        assert!(e.contains("KILN_GC_STRESS") && e.contains("0, off, 1, on"));
     }
 }
