@@ -670,7 +670,7 @@ impl Parser<'_> {
     /// `name_follows` holds is the declaration's name instead.
     fn parse_modifiers(
         &mut self,
-        name_follows: fn(&Tok) -> bool,
+        name_follows: fn(&Tok, &Tok) -> bool,
         on: &'static str,
         allowed: &[Modifier],
     ) -> Mods {
@@ -681,7 +681,7 @@ impl Parser<'_> {
             let Some(mut m) = Modifier::from_word(w) else {
                 break;
             };
-            if name_follows(self.peek_n(1)) {
+            if name_follows(self.peek_n(1), self.peek_n(2)) {
                 break;
             }
             self.next();
@@ -806,8 +806,15 @@ impl Parser<'_> {
         ty: &mut TypeDef,
         class_lines: &mut HashMap<String, u32>,
     ) -> PResult<Token> {
-        fn name_follows(t: &Tok) -> bool {
-            matches!(t, Tok::Colon | Tok::LBrace) || is_word(t, "implements")
+        // A modifier word is the type's name if `:` or `{` follows it, or
+        // `implements` and then an interface name. `implements` followed by
+        // `:`, `{` or `implements` is itself the name (so `.class public
+        // implements : Object {` is a public class named `implements`).
+        fn name_follows(t: &Tok, after: &Tok) -> bool {
+            matches!(t, Tok::Colon | Tok::LBrace)
+                || (is_word(t, "implements")
+                    && matches!(after, Tok::Ident(_))
+                    && !is_word(after, "implements"))
         }
         let on = if ty.kind == TypeKind::Interface {
             "an interface"
@@ -970,7 +977,7 @@ impl Parser<'_> {
         seen: &mut HashMap<String, u32>,
     ) -> PResult<()> {
         let dir = self.next();
-        let mods = self.parse_modifiers(|t| *t == Tok::Colon, "a field", FIELD_MODS);
+        let mods = self.parse_modifiers(|t, _| *t == Tok::Colon, "a field", FIELD_MODS);
         let (name, nt) = self.name("a field name")?;
         self.expect(Tok::Colon, "`:`")?;
         let fty = self.parse_typesig()?;
@@ -999,7 +1006,7 @@ impl Parser<'_> {
         seen: &mut HashMap<String, u32>,
     ) -> PResult<()> {
         let dir = self.next();
-        let mods = self.parse_modifiers(|t| *t == Tok::Colon, "a property", PROPERTY_MODS);
+        let mods = self.parse_modifiers(|t, _| *t == Tok::Colon, "a property", PROPERTY_MODS);
         let (name, nt) = self.name("a property name")?;
         self.expect(Tok::Colon, "`:`")?;
         let pty = self.parse_typesig()?;
@@ -1042,7 +1049,7 @@ impl Parser<'_> {
         seen: &mut HashMap<String, u32>,
     ) -> PResult<()> {
         let dir = self.next();
-        let mods = self.parse_modifiers(|t| *t == Tok::LParen, "a method", METHOD_MODS);
+        let mods = self.parse_modifiers(|t, _| *t == Tok::LParen, "a method", METHOD_MODS);
         let (name, nt) = self.name("a method name")?;
         self.expect(Tok::LParen, "`(`")?;
         let mut params: Vec<Var> = Vec::new();
