@@ -5,14 +5,26 @@
 //! → [`verify`] (typed stack at every instruction, frame layout)
 //! → [`runtime`] (tables in native memory, loader, natives)
 //! → [`interp`] and the Cranelift tier [`jit`], allocating through [`heap`].
+//!
+//! Embedding hosts use [`host`] (re-exported here: [`Vm`], [`Config`],
+//! [`Linker`], [`Source`], [`Value`], [`Object`], [`TypedMethod`],
+//! [`Metadata`], [`Error`]); see `docs/embedding.md`.
+
+#![deny(missing_docs)]
 
 pub mod asm;
 pub mod bytecode;
 pub mod format;
 pub mod heap;
+pub mod host;
 pub mod interp;
 pub mod jit;
 pub mod library;
 pub mod runtime;
 pub mod safepoint;
 pub mod verify;
+
+pub use host::{
+    Caller, Config, Error, ExecMode, Linker, Metadata, Object, Source, Throw, TypedMethod, Value,
+    Vm,
+};

@@ -279,11 +279,24 @@ pub struct Insn {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DecodeError {
     /// The byte at `offset` is not an opcode.
-    BadOpcode { offset: u32, byte: u8 },
+    BadOpcode {
+        /// Byte offset where the problem was found.
+        offset: u32,
+        /// The byte found.
+        byte: u8,
+    },
     /// The instruction at `offset` runs past the end of the code.
-    Truncated { offset: u32 },
+    Truncated {
+        /// Byte offset where the problem was found.
+        offset: u32,
+    },
     /// `ldc.bool` operand byte other than 0 or 1.
-    BadBool { offset: u32, byte: u8 },
+    BadBool {
+        /// Byte offset where the problem was found.
+        offset: u32,
+        /// The byte found.
+        byte: u8,
+    },
 }
 
 impl fmt::Display for DecodeError {

@@ -104,97 +104,161 @@ pub mod header {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FormatError {
     /// The file does not start with `"KLIB"`.
-    BadMagic { offset: usize, found: Vec<u8> },
+    BadMagic {
+        /// Byte offset where the problem was found.
+        offset: usize,
+        /// What was found.
+        found: Vec<u8>,
+    },
     /// The header's version is not one this reader understands.
     UnsupportedVersion {
+        /// Byte offset where the problem was found.
         offset: usize,
+        /// Major version found.
         major: u16,
+        /// Minor version found.
         minor: u16,
     },
     /// The data ends (file or section) before an item is complete.
     Truncated {
+        /// Byte offset where the problem was found.
         offset: usize,
+        /// What was being read.
         what: &'static str,
+        /// Bytes needed.
         needed: usize,
+        /// Bytes available.
         available: usize,
     },
     /// A section's offset or length in the header is inconsistent.
     BadSection {
+        /// Byte offset where the problem was found.
         offset: usize,
+        /// The section.
         section: &'static str,
+        /// The value found.
         value: u32,
+        /// The value expected.
         expected: u64,
     },
     /// A count claims more elements than the remaining bytes can hold.
     CountTooLarge {
+        /// Byte offset where the problem was found.
         offset: usize,
+        /// What was being read.
         what: &'static str,
+        /// The count found.
         count: u32,
+        /// The largest possible count.
         max: usize,
     },
     /// An index points outside its table.
     IndexOutOfRange {
+        /// Byte offset where the problem was found.
         offset: usize,
+        /// The table.
         table: &'static str,
+        /// The index.
         index: u32,
+        /// The table length.
         len: usize,
     },
     /// A string heap entry is not valid UTF-8.
-    InvalidUtf8 { offset: usize },
+    InvalidUtf8 {
+        /// Byte offset where the problem was found.
+        offset: usize,
+    },
     /// A tag byte has no meaning here.
     BadTag {
+        /// Byte offset where the problem was found.
         offset: usize,
+        /// What was being read.
         what: &'static str,
+        /// The tag byte.
         tag: u8,
     },
     /// A type signature nests arrays deeper than [`MAX_SIG_DEPTH`].
-    SigTooDeep { offset: usize, limit: usize },
+    SigTooDeep {
+        /// Byte offset where the problem was found.
+        offset: usize,
+        /// The nesting limit.
+        limit: usize,
+    },
     /// A flags field has bits set that mean nothing.
     FlagsOutOfRange {
+        /// Byte offset where the problem was found.
         offset: usize,
+        /// What was being read.
         what: &'static str,
+        /// The value found.
         value: u32,
     },
     /// Bytes are left over at the end of a section.
     TrailingBytes {
+        /// Byte offset where the problem was found.
         offset: usize,
+        /// The section.
         section: &'static str,
+        /// The count found.
         count: usize,
     },
     /// The encoding is well formed but not the canonical one the writer
     /// produces (string heap order or duplicates, an empty body record).
-    NonCanonical { offset: usize, what: String },
+    NonCanonical {
+        /// Byte offset where the problem was found.
+        offset: usize,
+        /// What was being read.
+        what: String,
+    },
     /// A method's body offset is not where the next body record starts.
     BadBodyOffset {
+        /// Byte offset where the problem was found.
         offset: usize,
+        /// The method.
         method: String,
+        /// What was found.
         found: u32,
+        /// The value expected.
         expected: u32,
     },
     /// A method's code does not decode into whole instructions.
     BadCode {
+        /// Byte offset where the problem was found.
         offset: usize,
+        /// The method.
         method: String,
+        /// The decoder error.
         error: DecodeError,
     },
     /// An instruction operand indexes outside its table.
     BadOperand {
+        /// Byte offset where the problem was found.
         offset: usize,
+        /// The method.
         method: String,
+        /// The table.
         table: &'static str,
+        /// The index.
         index: u32,
+        /// The table length.
         len: usize,
     },
     /// A protected-region clause lies outside the code or not on instruction boundaries.
     BadHandler {
+        /// Byte offset where the problem was found.
         offset: usize,
+        /// The method.
         method: String,
+        /// What is wrong.
         reason: String,
     },
     /// A line table entry is out of order or not at an instruction start.
     BadLineTable {
+        /// Byte offset where the problem was found.
         offset: usize,
+        /// The method.
         method: String,
+        /// What is wrong.
         reason: String,
     },
 }

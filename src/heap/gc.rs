@@ -7,6 +7,9 @@
 //! restarts the world. Roots, all precise:
 //! - reference-typed static fields (their addresses, computed at load);
 //! - objects of threads being started (`GcState::start_roots`);
+//! - objects the embedding host holds through handles (`GcState::host_roots`,
+//!   a slot table: a handle reads its object through its slot, so a moving
+//!   collector could update it);
 //! - per attached thread (`ThreadCtx`): the pending exception, the handle
 //!   scope `roots`, and every frame record on its value stack: the
 //!   reference-typed argument/local slots (`GcData::ref_slots`), the
@@ -47,6 +50,8 @@ pub struct GcState {
     attached: Mutex<Vec<usize>>,
     /// Objects handed to threads that are starting (not yet attached).
     start_roots: Mutex<Vec<usize>>,
+    /// Objects held by host handles (`crate::host`): slot per handle.
+    host_roots: Mutex<HostRoots>,
     /// Addresses of reference-typed static fields.
     pub static_refs: Vec<usize>,
     /// Completed collections.
@@ -66,6 +71,7 @@ impl GcState {
             log,
             attached: Mutex::new(Vec::new()),
             start_roots: Mutex::new(Vec::new()),
+            host_roots: Mutex::new(HostRoots::default()),
             static_refs,
             count: AtomicU64::new(0),
             pause_total_ns: AtomicU64::new(0),
@@ -81,6 +87,48 @@ impl GcState {
             .push(obj as usize);
     }
 
+    /// Root `obj` for a host handle; returns its slot index.
+    pub fn add_host_root(&self, obj: *mut u8) -> u32 {
+        let mut r = self.host_roots.lock().unwrap_or_else(|e| e.into_inner());
+        r.live += 1;
+        match r.free.pop() {
+            Some(i) => {
+                r.slots[i as usize] = obj as usize;
+                i
+            }
+            None => {
+                r.slots.push(obj as usize);
+                (r.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    /// The object in host root slot `i` (null for a released slot).
+    pub fn host_root(&self, i: u32) -> *mut u8 {
+        let r = self.host_roots.lock().unwrap_or_else(|e| e.into_inner());
+        r.slots.get(i as usize).copied().unwrap_or(0) as *mut u8
+    }
+
+    /// Release host root slot `i`.
+    pub fn remove_host_root(&self, i: u32) {
+        let mut r = self.host_roots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = r.slots.get_mut(i as usize) {
+            if *s != 0 {
+                *s = 0;
+                r.free.push(i);
+                r.live -= 1;
+            }
+        }
+    }
+
+    /// Number of live host root slots.
+    pub fn host_root_count(&self) -> usize {
+        self.host_roots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .live
+    }
+
     /// Drop one start root for `obj`.
     pub fn remove_start_root(&self, obj: *mut u8) {
         let mut v = self.start_roots.lock().unwrap_or_else(|e| e.into_inner());
@@ -88,6 +136,15 @@ impl GcState {
             v.swap_remove(i);
         }
     }
+}
+
+/// The host handle slot table: slot `i` holds an object address or 0
+/// (released, listed in `free`).
+#[derive(Default)]
+struct HostRoots {
+    slots: Vec<usize>,
+    free: Vec<u32>,
+    live: usize,
 }
 
 /// The attachment of the current thread to a runtime: registered with the
@@ -131,6 +188,31 @@ pub unsafe fn attach<'a>(rt: &'a Runtime, ctx: *mut ThreadCtx) -> Attached<'a> {
         gc,
         ctx: ctx as usize,
         _guard: guard,
+    }
+}
+
+/// Attach the current thread, which a caller keeps registered with the
+/// safepoint module through `guard` across attachments (a host thread that
+/// calls in repeatedly, see `crate::host`): `guard`'s data becomes `ctx`.
+///
+/// # Safety
+/// `ctx` must stay at its address and alive until the returned value is
+/// dropped; `guard` must be the calling thread's registration.
+pub unsafe fn attach_registered<'a>(
+    rt: &'a Runtime,
+    ctx: *mut ThreadCtx,
+    guard: &safepoint::ThreadGuard,
+) -> Attached<'a> {
+    guard.set_data(ctx as usize);
+    rt.gc
+        .attached
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(ctx as usize);
+    Attached {
+        gc: &rt.gc,
+        ctx: ctx as usize,
+        _guard: None,
     }
 }
 
@@ -196,6 +278,15 @@ pub fn collect(rt: &Runtime, why: Reason) -> Option<Collection> {
                 .start_roots
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
+                .iter()
+            {
+                m.mark(o as *mut u8);
+            }
+            for &o in gc
+                .host_roots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .slots
                 .iter()
             {
                 m.mark(o as *mut u8);

@@ -313,6 +313,9 @@ pub struct ThreadCtx {
     pub vs_base: *mut u64,
     /// Objects Rust code holds across an allocation (a handle scope): GC roots.
     pub roots: Vec<*mut u8>,
+    /// The native method being entered by [`native_entry`] (set just before
+    /// its Rust function runs; host natives read it to find their closure).
+    pub native_method: *const MethodHandle,
     vs: Vec<u64>,
 }
 
@@ -364,6 +367,7 @@ impl ThreadCtx {
             trace: Vec::new(),
             vs_base: start,
             roots: Vec::new(),
+            native_method: std::ptr::null(),
             vs,
         }
     }
@@ -435,6 +439,7 @@ pub unsafe extern "C" fn native_entry(
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: the adapter contract: live thread, handle and arg_count slots.
         unsafe {
+            (*thread).native_method = mh;
             let nargs = (*mh).arg_count as usize;
             let a = if nargs == 0 {
                 &[][..]
@@ -531,6 +536,27 @@ pub struct Runtime {
     pub jit: OnceLock<crate::jit::Jit>,
     /// The collector's state (roots, attached threads, statistics).
     pub gc: crate::heap::gc::GcState,
+    /// Natives bound by the embedding host (`crate::host`), by method.
+    pub host_natives: HashMap<MemberId, HostNativeFn>,
+}
+
+/// A native implemented by the embedding host: like a [`natives::NativeFn`],
+/// but a closure. It may also throw an arbitrary exception object itself
+/// (`ThreadCtx::throw` plus a trace entry) and return `Ok(0)`.
+pub type HostNativeFn = Arc<dyn Fn(&mut ThreadCtx, &[u64]) -> Result<u64, Fault> + Send + Sync>;
+
+/// The [`natives::NativeFn`] bound to every host native: calls the closure
+/// registered for the method being entered (`ThreadCtx::native_method`).
+fn host_native_trampoline(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    // SAFETY: set by `native_entry` to the live handle it is entering.
+    let member = unsafe { (*t.native_method).member };
+    match t.rt().host_natives.get(&member) {
+        Some(f) => {
+            let f = Arc::clone(f);
+            f(t, a)
+        }
+        None => Err(Fault::new(FaultKind::Exception, "host native is not bound")),
+    }
 }
 
 // SAFETY: the raw pointers refer to the runtime's own tables, which are
@@ -557,6 +583,25 @@ impl Runtime {
         verified: &crate::verify::Verified,
         opts: Options,
     ) -> Result<Runtime, Vec<LoadError>> {
+        Runtime::with_host_natives(program, files, verified, opts, HashMap::new())
+    }
+
+    /// [`Runtime::new`], also binding the host's natives, keyed by
+    /// `(class, method)` (built-in natives take precedence; the host checks
+    /// for clashes before).
+    pub fn with_host_natives(
+        program: Program,
+        files: Vec<String>,
+        verified: &crate::verify::Verified,
+        opts: Options,
+        host: HashMap<(String, String), HostNativeFn>,
+    ) -> Result<Runtime, Vec<LoadError>> {
+        let lookup = |c: &str, m: &str| {
+            natives::lookup(c, m).or_else(|| {
+                host.contains_key(&(c.to_string(), m.to_string()))
+                    .then_some(host_native_trampoline as natives::NativeFn)
+            })
+        };
         let tables = Tables::build(
             &program,
             &|m| {
@@ -564,7 +609,7 @@ impl Runtime {
                     max_stack: i.max_stack,
                 })
             },
-            &natives::lookup,
+            &lookup,
         )
         .map_err(|es| {
             es.into_iter()
@@ -634,6 +679,22 @@ impl Runtime {
             }
         }
         let gc = crate::heap::gc::GcState::new(opts.gc_stress, opts.gc_log, static_refs);
+        let mut host_natives = HashMap::new();
+        for id in program.all_classes() {
+            let def = program.def(id);
+            for (i, m) in def.methods.iter().enumerate() {
+                if !m.flags.is_native || natives::lookup(&def.name, &m.name).is_some() {
+                    continue;
+                }
+                if let Some(f) = host.get(&(def.name.clone(), m.name.clone())) {
+                    let member = MemberId {
+                        class: id,
+                        index: i as u32,
+                    };
+                    host_natives.insert(member, Arc::clone(f));
+                }
+            }
+        }
         let mut rt = Runtime {
             program,
             files,
@@ -656,6 +717,7 @@ impl Runtime {
             interp_code: Vec::new(),
             jit: OnceLock::new(),
             gc,
+            host_natives,
         };
         let code = crate::interp::prepare(&rt, verified).map_err(|e| vec![LoadError::Setup(e)])?;
         rt.interp_code = code;
@@ -875,6 +937,12 @@ impl Runtime {
         let mut ts = self.threads.lock().unwrap_or_else(|e| e.into_inner());
         ts.push(Some(handle));
         Ok(ts.len())
+    }
+
+    /// Record the `Arc` this runtime lives in (needed by `Thread::start`);
+    /// later calls have no effect.
+    pub fn set_self_ref(self: &Arc<Runtime>) {
+        let _ = self.self_ref.set(Arc::downgrade(self));
     }
 
     /// Wait for thread `id` (1-based registry index; unknown or joined ids return at once).
