@@ -198,7 +198,7 @@ impl Vm {
     /// location), [`Error::UnboundNative`], [`Error::NativeSignature`],
     /// [`Error::Setup`], or [`Error::Exception`] from a `cctor`.
     pub fn new(config: &Config, linker: &Linker, sources: &[Source]) -> Result<Vm, Error> {
-        let (program, files) = source::load_program(sources)?;
+        let (program, files) = source::load_program(sources, true)?;
         let verified = crate::verify::verify_program(&program, &files)
             .map_err(|es| Error::Verification(es))?;
         let cell = Arc::new(std::sync::OnceLock::new());
@@ -472,7 +472,10 @@ impl Vm {
     /// A new string object holding `s`.
     pub fn new_string(&self, s: &str) -> Result<Object, Error> {
         self.enter(|ctx| {
-            let p = self.rt().new_string(s.as_bytes()).map_err(|f| self.fault(ctx, f))?;
+            let p = self
+                .rt()
+                .new_string(s.as_bytes())
+                .map_err(|f| self.fault(ctx, f))?;
             Ok(Object::new(self, p))
         })
     }
@@ -602,7 +605,10 @@ impl Vm {
 
     /// Number of collections so far.
     pub fn gc_count(&self) -> u64 {
-        self.rt().gc.count.load(std::sync::atomic::Ordering::Relaxed)
+        self.rt()
+            .gc
+            .count
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Number of live [`Object`] handles of this Vm.

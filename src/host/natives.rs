@@ -169,7 +169,12 @@ fn check_typed<P: HostParams, R: HostReturn>(d: &Decl) -> Result<(), String> {
     }
 }
 
-fn encode<R: NativeReturn>(r: R, caller: &mut Caller, d: &Decl, ctx: *mut ThreadCtx) -> Result<u64, Throw> {
+fn encode<R: NativeReturn>(
+    r: R,
+    caller: &mut Caller,
+    d: &Decl,
+    ctx: *mut ThreadCtx,
+) -> Result<u64, Throw> {
     let ok = r.into_result()?;
     // SAFETY: `ctx` is the context of the native call in progress on this thread.
     let ctx = unsafe { &mut *ctx };
@@ -344,7 +349,14 @@ impl Linker {
                 }),
             }
         });
-        self.insert(class, method, NativeDef { check: None, f: raw })
+        self.insert(
+            class,
+            method,
+            NativeDef {
+                check: None,
+                f: raw,
+            },
+        )
     }
 
     /// Check and wrap every native of `program` this linker binds.

@@ -34,7 +34,7 @@ impl Metadata {
     /// Read `sources` and their imports. Errors: [`Error::Io`],
     /// [`Error::Format`], [`Error::Assembly`], [`Error::Link`].
     pub fn load(sources: &[Source]) -> Result<Metadata, Error> {
-        let (program, files) = load_program(sources)?;
+        let (program, files) = load_program(sources, false)?;
         Ok(Metadata { program, files })
     }
 
@@ -60,12 +60,16 @@ impl<'a> ProgramRef<'a> {
     pub fn libraries(&self) -> impl Iterator<Item = LibraryInfo<'a>> + 'a {
         let p = self.program;
         let files = self.files;
-        p.libs.iter().enumerate().map(move |(i, lib)| LibraryInfo {
-            program: p,
-            lib,
-            index: i as u32,
-            file: files.get(i).map(String::as_str).unwrap_or(""),
-        })
+        p.libs
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.name != super::source::ENTRY_STUB_NAME)
+            .map(move |(i, lib)| LibraryInfo {
+                program: p,
+                lib,
+                index: i as u32,
+                file: files.get(i).map(String::as_str).unwrap_or(""),
+            })
     }
 
     /// The library named `name`.
@@ -83,8 +87,7 @@ impl<'a> ProgramRef<'a> {
 
     /// Every class and interface of every library.
     pub fn classes(&self) -> impl Iterator<Item = ClassInfo<'a>> + 'a {
-        let p = self.program;
-        p.all_classes().map(move |id| ClassInfo { program: p, id })
+        self.libraries().flat_map(|l| l.classes())
     }
 }
 
@@ -223,7 +226,10 @@ impl<'a> ClassInfo<'a> {
     /// Its declared methods.
     pub fn methods(&self) -> impl Iterator<Item = MethodInfo<'a>> + 'a {
         let class = self.def();
-        class.methods.iter().map(move |def| MethodInfo { class, def })
+        class
+            .methods
+            .iter()
+            .map(move |def| MethodInfo { class, def })
     }
 
     /// The method `name`, declared here or inherited (nearest first).

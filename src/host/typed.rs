@@ -132,10 +132,7 @@ impl Sealed for String {
         Ok(String::from_utf8_lossy(b).into_owned())
     }
     fn into_slot(self, vm: &Vm, ctx: &mut ThreadCtx, _ty: &TypeSig) -> Result<u64, String> {
-        let p = vm
-            .rt()
-            .new_string(self.as_bytes())
-            .map_err(|f| f.message)?;
+        let p = vm.rt().new_string(self.as_bytes()).map_err(|f| f.message)?;
         ctx.roots.push(p);
         Ok(p as u64)
     }
@@ -200,12 +197,7 @@ impl<T: HostType> SealedReturn for T {
     fn from_ret(vm: &Vm, v: u64) -> Result<Self, String> {
         T::from_slot(vm, v)
     }
-    fn into_ret(
-        self,
-        vm: &Vm,
-        ctx: &mut ThreadCtx,
-        t: Option<&TypeSig>,
-    ) -> Result<u64, String> {
+    fn into_ret(self, vm: &Vm, ctx: &mut ThreadCtx, t: Option<&TypeSig>) -> Result<u64, String> {
         match t {
             Some(t) => self.into_slot(vm, ctx, t),
             None => Err("a value for a void method".into()),
@@ -222,12 +214,7 @@ impl SealedReturn for () {
     fn from_ret(_vm: &Vm, _v: u64) -> Result<Self, String> {
         Ok(())
     }
-    fn into_ret(
-        self,
-        _vm: &Vm,
-        _ctx: &mut ThreadCtx,
-        _t: Option<&TypeSig>,
-    ) -> Result<u64, String> {
+    fn into_ret(self, _vm: &Vm, _ctx: &mut ThreadCtx, _t: Option<&TypeSig>) -> Result<u64, String> {
         Ok(0)
     }
 }
@@ -375,9 +362,8 @@ impl<P: HostParams, R: HostReturn> TypedMethod<P, R> {
                     // Vm is kept alive by `self`); the slots match the
                     // declaration (checked by `typed` and `write`); the
                     // reference arguments are in `ctx.roots`.
-                    let r = unsafe {
-                        call_method(ctx, self.mh as *const MethodHandle, slots.as_ptr())
-                    };
+                    let r =
+                        unsafe { call_method(ctx, self.mh as *const MethodHandle, slots.as_ptr()) };
                     vm.check_pending(ctx).and_then(|()| {
                         R::from_ret(vm, r).map_err(|found| Error::Type {
                             what: format!("{} result", self.name),
