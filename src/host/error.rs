@@ -94,7 +94,7 @@ pub enum Error {
     /// A typed native's Rust signature does not match its kasm declaration.
     NativeSignature {
         /// The declaration.
-        site: NativeSite,
+        site: Box<NativeSite>,
         /// The kasm signature.
         declared: String,
         /// The Rust closure's signature.

@@ -199,8 +199,8 @@ impl Vm {
     /// [`Error::Setup`], or [`Error::Exception`] from a `cctor`.
     pub fn new(config: &Config, linker: &Linker, sources: &[Source]) -> Result<Vm, Error> {
         let (program, files) = source::load_program(sources, true)?;
-        let verified = crate::verify::verify_program(&program, &files)
-            .map_err(|es| Error::Verification(es))?;
+        let verified =
+            crate::verify::verify_program(&program, &files).map_err(Error::Verification)?;
         let cell = Arc::new(std::sync::OnceLock::new());
         let host = linker.bind(&program, &files, &cell)?;
         let opts = config.opts.clone();

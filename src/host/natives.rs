@@ -122,10 +122,13 @@ pub(crate) mod private {
         pub name: String,
     }
 
+    /// Checks a declaration against a Rust signature; `Err` is the Rust signature.
+    pub type CheckFn = Box<dyn Fn(&Decl) -> Result<(), String> + Send + Sync>;
+
     /// A registered native: its Rust signature (typed form) and closure.
     pub struct NativeDef {
-        /// Checks a declaration against the Rust signature; `Err` is the Rust signature.
-        pub check: Option<Box<dyn Fn(&Decl) -> Result<(), String> + Send + Sync>>,
+        /// The signature check (typed form only).
+        pub check: Option<CheckFn>,
         /// The closure.
         pub f: RawFn,
     }
@@ -377,12 +380,12 @@ impl Linker {
                 let decl = decl_of(&def.name, m);
                 if let Some(check) = &nd.check {
                     check(&decl).map_err(|bound| Error::NativeSignature {
-                        site: NativeSite {
+                        site: Box::new(NativeSite {
                             file: files.get(id.lib as usize).cloned().unwrap_or_default(),
                             line: m.line,
                             class: def.name.clone(),
                             method: m.name.clone(),
-                        },
+                        }),
                         declared: super::reflect::signature_of(m),
                         bound,
                     })?;

@@ -225,8 +225,7 @@ pub(crate) fn load_program(
         }
     }
     if entry_stub {
-        let stub =
-            crate::asm::assemble(ENTRY_STUB, ENTRY_STUB_NAME).map_err(|es| Error::Assembly(es))?;
+        let stub = crate::asm::assemble(ENTRY_STUB, ENTRY_STUB_NAME).map_err(Error::Assembly)?;
         libs.push(stub);
         files.push(ENTRY_STUB_NAME.to_string());
     }
