@@ -8,8 +8,8 @@
 use kiln::{Config, Error, Linker, Source, Value, Vm};
 
 const GEOMETRY: &str = r#".library geometry
+.attr Doc("a 2-D vector", version = 1)
 .class public Vec2 {
-  .attr Doc("a 2-D vector")
   .field public mutable x: f64
   .field public mutable y: f64
   .method public ctor(x: f64, y: f64) {

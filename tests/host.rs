@@ -14,8 +14,9 @@ const APP: &str = r#".library app
 .class public abstract Base {
   .method public virtual abstract name() -> string
 }
+.attr Doc("a point", version = 2)
 .class public Point : Base implements Shape {
-  .attr Doc("a point", version = 2)
+  .attr Units("px")
   .field public mutable x: i64
   .field public mutable y: i64
   .field public tag: string

@@ -16,7 +16,7 @@ use crate::library::{FieldDef, Library, MethodDef, PropertyDef, TypeDef};
 ///
 /// ```
 /// use kiln::{Metadata, Source};
-/// let src = ".library shapes\n.class public abstract Shape {\n .attr Doc(\"a shape\", version = 2)\n .method public virtual abstract area() -> f64\n}\n";
+/// let src = ".library shapes\n.attr Doc(\"a shape\", version = 2)\n.class public abstract Shape {\n .method public virtual abstract area() -> f64\n}\n";
 /// let md = Metadata::load(&[Source::kasm("shapes", src)])?;
 /// let shape = md.program().class("Shape").unwrap();
 /// assert!(shape.is_abstract());
