@@ -938,3 +938,59 @@ fn config_from_vars() {
         ExecMode::Jit
     );
 }
+
+#[test]
+fn natives_throwing_bad_classes_and_nested_vms() {
+    for mode in MODES {
+        let mut l = Linker::new();
+        l.func("H", "notexc", || -> Result<i64, Throw> {
+            Err(Throw::new("H", "m"))
+        })
+        .unwrap();
+        l.func("H", "noclass", || -> Result<i64, Throw> {
+            Err(Throw::new("Nope", "m"))
+        })
+        .unwrap();
+        let inner = app(mode);
+        l.func("H", "other_vm", move || -> Result<i64, Throw> {
+            // a native of one Vm calling another Vm on the same thread
+            Ok(inner
+                .call("M::add", &[Value::I64(1), Value::I64(2)])?
+                .as_i64()
+                .unwrap())
+        })
+        .unwrap();
+        l.func("H", "rethrow", |c: &mut Caller| -> Result<i64, Throw> {
+            // an exception from a callback propagates with `?`
+            Ok(c.vm()
+                .call("M::div", &[Value::I32(1), Value::I32(0)])?
+                .as_i32()
+                .unwrap() as i64)
+        })
+        .unwrap();
+        let src = ".library h\n.class public H {\n .method public static native notexc() -> i64\n .method public static native noclass() -> i64\n .method public static native other_vm() -> i64\n .method public static native rethrow() -> i64\n}\n";
+        let vm = Vm::new(
+            &config(mode),
+            &l,
+            &[Source::kasm("h", src), Source::kasm("app", APP)],
+        )
+        .unwrap();
+        for (m, want) in [
+            ("H::notexc", "H is not a concrete exception class: m"),
+            ("H::noclass", "Nope is not a concrete exception class: m"),
+        ] {
+            let e = vm.call(m, &[]).unwrap_err();
+            let x = e.exception().unwrap();
+            assert_eq!((x.class.as_str(), x.message.as_str()), ("Exception", want));
+        }
+        let e = vm.call("H::other_vm", &[]).unwrap_err();
+        assert!(e.exception().unwrap().message.contains("another Vm"), "{e}");
+        let e = vm.call("H::rethrow", &[]).unwrap_err();
+        let x = e.exception().unwrap();
+        assert_eq!(x.class, "ArithmeticException");
+        assert_eq!(
+            x.trace,
+            vec!["M::div".to_string(), "H::rethrow".to_string()]
+        );
+    }
+}

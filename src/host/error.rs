@@ -44,6 +44,8 @@ pub struct Exception {
     pub trace: Vec<String>,
     /// The exception object (read its other fields through it).
     pub object: Option<Object>,
+    /// The trace as method handles (kept so a native can rethrow it as is).
+    pub(crate) frames: Vec<usize>,
 }
 
 impl fmt::Display for Exception {

@@ -297,8 +297,16 @@ impl Vm {
                     *r = Some(g);
                     Ok(true)
                 }
-                // Without safepoints the runtime cannot collect anyway.
-                Err(_) => Ok(false),
+                // A thread the collector cannot stop must not have its
+                // roots missed: no collections for this runtime from now on.
+                Err(_) => {
+                    self.inner
+                        .rt
+                        .gc
+                        .enabled
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
+                    Ok(false)
+                }
             }
         })?;
         if !fresh {
@@ -366,6 +374,7 @@ impl Vm {
             // SAFETY: trace entries are live handles of this runtime.
             .map(|&m| rt.method_name(unsafe { &*m }))
             .collect();
+        let frames = ctx.trace.iter().map(|&m| m as usize).collect();
         let object = Some(Object::new(self, exc));
         ctx.pending = std::ptr::null_mut();
         ctx.trace.clear();
@@ -374,6 +383,7 @@ impl Vm {
             message,
             trace,
             object,
+            frames,
         }))
     }
 
@@ -609,6 +619,11 @@ impl Vm {
             .gc
             .count
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Number of methods compiled by the JIT so far (0 in interpreter mode).
+    pub fn compiled_methods(&self) -> usize {
+        self.rt().jit.get().map_or(0, |j| j.compile_count())
     }
 
     /// Number of live [`Object`] handles of this Vm.

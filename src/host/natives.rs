@@ -32,8 +32,12 @@ pub struct Throw {
 
 #[derive(Debug)]
 enum ThrowKind {
-    New { class: String, message: String },
-    Existing(Object),
+    New {
+        class: String,
+        message: String,
+    },
+    /// An exception object and the frames it already passed (method handles).
+    Existing(Object, Vec<usize>),
 }
 
 impl Throw {
@@ -52,7 +56,7 @@ impl Throw {
     /// Rethrow an existing exception object.
     pub fn object(exception: Object) -> Throw {
         Throw {
-            kind: ThrowKind::Existing(exception),
+            kind: ThrowKind::Existing(exception, Vec::new()),
         }
     }
 }
@@ -61,7 +65,7 @@ impl std::fmt::Display for Throw {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.kind {
             ThrowKind::New { class, message } => write!(f, "{class}: {message}"),
-            ThrowKind::Existing(o) => write!(f, "rethrow of {}", o.class_name()),
+            ThrowKind::Existing(o, _) => write!(f, "rethrow of {}", o.class_name()),
         }
     }
 }
@@ -73,8 +77,12 @@ impl From<Error> for Throw {
     fn from(e: Error) -> Throw {
         match e {
             Error::Exception(super::Exception {
-                object: Some(o), ..
-            }) => Throw::object(o),
+                object: Some(o),
+                frames,
+                ..
+            }) => Throw {
+                kind: ThrowKind::Existing(o, frames),
+            },
             e => Throw::new("Exception", e.to_string()),
         }
     }
@@ -453,11 +461,16 @@ fn wrap(f: private::RawFn, decl: Decl, cell: Arc<OnceLock<Weak<super::Inner>>>) 
 fn raise(vm: &Vm, t: &mut ThreadCtx, th: Throw) -> Result<(), Fault> {
     let rt = vm.rt();
     let (class, message) = match th.kind {
-        ThrowKind::Existing(o) if o.belongs_to(vm) => {
+        ThrowKind::Existing(o, frames) if o.belongs_to(vm) => {
             t.throw(o.raw());
+            t.trace.extend(
+                frames
+                    .into_iter()
+                    .map(|m| m as *const crate::runtime::tables::MethodHandle),
+            );
             return Ok(());
         }
-        ThrowKind::Existing(_) => (
+        ThrowKind::Existing(..) => (
             "Exception".to_string(),
             "a native threw an exception object of another Vm".to_string(),
         ),
@@ -465,10 +478,15 @@ fn raise(vm: &Vm, t: &mut ThreadCtx, th: Throw) -> Result<(), Fault> {
     };
     let exc = rt.program.class(crate::library::EXCEPTION);
     let (id, message) = match rt.program.class(&class) {
-        Some(id) if exc.is_some_and(|e| rt.program.is_subclass(id, e)) => (id, message),
+        Some(id)
+            if exc.is_some_and(|e| rt.program.is_subclass(id, e))
+                && !rt.program.def(id).is_abstract =>
+        {
+            (id, message)
+        }
         _ => (
             exc.ok_or_else(|| Fault::new(FaultKind::Exception, message.clone()))?,
-            format!("{class} is not an exception class: {message}"),
+            format!("{class} is not a concrete exception class: {message}"),
         ),
     };
     let desc = rt.tables.class(id);
