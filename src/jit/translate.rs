@@ -32,7 +32,7 @@ use crate::bytecode::Op;
 use crate::interp::{Cmp, Code, Kind, Src, I};
 use crate::library::TypeSig;
 use crate::runtime::frame;
-use crate::runtime::tables::{MethodHandle, SafepointKind, SafepointTable};
+use crate::runtime::tables::{offsets, MethodHandle, SafepointKind, SafepointTable};
 use crate::runtime::Runtime;
 use crate::verify::{MethodInfo, VType};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -234,8 +234,37 @@ impl<'a, 'f> Tx<'a, 'f> {
             let stack = self.stack.clone();
             let refs = self.stack_refs_at(i);
             self.safepoint(i as u64, SafepointKind::Poll, &stack, &refs)?;
+            self.interrupt_check(Some(i));
         }
         Ok(())
+    }
+
+    /// After a poll: throw a delivered interrupt (`ThreadCtx::interrupt` is
+    /// non-zero) at instruction `at`, or out of this frame (`None`: the
+    /// method-entry poll). The fast path is one load and a branch to a cold
+    /// block; the load is atomic so it is never merged across iterations.
+    fn interrupt_check(&mut self, at: Option<usize>) {
+        if self.env.poll_addr.is_none() || self.env.fp.is_none() {
+            return;
+        }
+        let word = self
+            .b
+            .ins()
+            .iadd_imm_s(self.env.thread, offsets::TC_INTERRUPT as i64);
+        let w = self.b.ins().atomic_load(types::I32, env::trusted(), word);
+        let slow = self.b.create_block();
+        let cont = self.b.create_block();
+        self.b.set_cold_block(slow);
+        self.b.ins().brif(w, slow, &[], cont, &[]);
+        self.b.switch_to_block(slow);
+        let z = self.b.ins().iconst(types::I64, 0);
+        self.env.raise(&mut self.b, fc::INTERRUPTED, z, z);
+        let (tb, targs) = match at {
+            Some(i) => self.exc_target(i),
+            None => (self.propagate, vec![]),
+        };
+        self.b.ins().jump(tb, &targs);
+        self.b.switch_to_block(cont);
     }
 
     fn stack_types(&self, i: usize) -> Option<Vec<Type>> {
@@ -373,6 +402,7 @@ impl<'a, 'f> Tx<'a, 'f> {
             self.b.def_var(var, v);
         }
         self.safepoint(frame::POS_ENTRY, SafepointKind::Poll, &[], &[])?;
+        self.interrupt_check(None);
         let b0 = *self.blocks.get(&0).ok_or("instruction 0 is unreachable")?;
         self.b.ins().jump(b0, &[]);
 
