@@ -241,17 +241,22 @@ impl<'a, 'f> Tx<'a, 'f> {
 
     /// After a poll: throw a delivered interrupt (`ThreadCtx::interrupt` is
     /// non-zero) at instruction `at`, or out of this frame (`None`: the
-    /// method-entry poll). The fast path is one load and a branch to a cold
-    /// block; the load is atomic so it is never merged across iterations.
+    /// method-entry poll). The fast path is a compare of the word in memory
+    /// with 0 and a branch to a cold block.
     fn interrupt_check(&mut self, at: Option<usize>) {
         if self.env.poll_addr.is_none() || self.env.fp.is_none() {
             return;
         }
-        let word = self
-            .b
-            .ins()
-            .iadd_imm_s(self.env.thread, offsets::TC_INTERRUPT as i64);
-        let w = self.b.ins().atomic_load(types::I32, env::trusted(), word);
+        // A plain load is never merged with an earlier one: the safepoint
+        // just stored the position into the frame record without an alias
+        // region, which Cranelift's alias analysis treats as a fence.
+        let w = self.b.ins().load(
+            types::I32,
+            env::trusted(),
+            self.env.thread,
+            offsets::TC_INTERRUPT as i32,
+        );
+        let w = self.b.ins().icmp_imm_s(IntCC::NotEqual, w, 0);
         let slow = self.b.create_block();
         let cont = self.b.create_block();
         self.b.set_cold_block(slow);
