@@ -8,6 +8,7 @@
 
 pub mod asm;
 pub mod bytecode;
+pub mod exchange;
 pub mod format;
 pub mod heap;
 pub mod interp;
