@@ -14,6 +14,7 @@
 
 pub mod asm;
 pub mod bytecode;
+pub mod exchange;
 pub mod format;
 pub mod heap;
 pub mod host;
@@ -25,6 +26,6 @@ pub mod safepoint;
 pub mod verify;
 
 pub use host::{
-    Caller, Config, Error, ExecMode, Linker, Metadata, Object, Source, Throw, TypedMethod, Value,
-    Vm,
+    Caller, Config, Error, ExecMode, InterruptHandle, Linker, Metadata, Object, Source, Throw,
+    TypedMethod, Value, Vm,
 };

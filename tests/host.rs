@@ -994,3 +994,209 @@ fn natives_throwing_bad_classes_and_nested_vms() {
         );
     }
 }
+
+const SPIN: &str = r#".library spin
+.class public S {
+  .field public static mutable caught: i64
+  .method public static native started()
+  .method public static spin() -> i64 {
+    .locals (i: i64)
+    call S::started
+  top:
+    ldloc i
+    ldc.i64 1
+    add
+    stloc i
+    br top
+  }
+  .method public static spin_caught() -> i64 {
+    .try {
+      call S::spin
+      pop
+      leave out
+    } catch InterruptedException {
+      pop
+      ldc.i64 1
+      stsfld S::caught
+      leave out
+    }
+  out:
+    ldc.i64 7
+    ret
+  }
+  .method public static quick() -> i64 {
+    ldc.i64 3
+    ret
+  }
+}
+"#;
+
+fn spin_linker(started: Arc<std::sync::atomic::AtomicBool>) -> Linker {
+    let mut l = Linker::new();
+    l.func("S", "started", move || {
+        started.store(true, Ordering::SeqCst)
+    })
+    .unwrap();
+    l
+}
+
+/// Interrupt once `started` is set (the call is then inside `S::spin`);
+/// returns how many threads the request reached.
+fn interrupt_when_started(
+    h: kiln::InterruptHandle,
+    started: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        while !started.swap(false, Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        h.interrupt().unwrap()
+    })
+}
+
+#[test]
+fn interrupt_handle_stops_a_loop_without_calls() {
+    for mode in MODES {
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let vm = Vm::new(
+            &config(mode),
+            &spin_linker(Arc::clone(&started)),
+            &[Source::kasm("spin", SPIN)],
+        )
+        .unwrap();
+        let h = vm.interrupt_handle();
+        let t = interrupt_when_started(h.clone(), Arc::clone(&started));
+        let e = vm.call("S::spin", &[]).unwrap_err();
+        let x = e.exception().unwrap();
+        assert_eq!(
+            (x.class.as_str(), x.message.as_str()),
+            ("InterruptedException", "interrupted")
+        );
+        assert_eq!(x.trace, vec!["S::spin".to_string()]);
+        assert_eq!(t.join().unwrap(), 1);
+        // caught by kasm code
+        let t = interrupt_when_started(h.clone(), Arc::clone(&started));
+        assert_eq!(vm.call("S::spin_caught", &[]).unwrap(), Value::I64(7));
+        assert_eq!(vm.get_static("S::caught").unwrap(), Value::I64(1));
+        assert_eq!(t.join().unwrap(), 1);
+        // the Vm keeps working
+        assert_eq!(vm.call("S::quick", &[]).unwrap(), Value::I64(3));
+        // a request while no call runs waits for the next call
+        assert_eq!(h.interrupt().unwrap(), 0);
+        let e = vm.call("S::quick", &[]).unwrap_err();
+        assert_eq!(e.exception().unwrap().class, "InterruptedException");
+        assert_eq!(vm.call("S::quick", &[]).unwrap(), Value::I64(3));
+        // a dropped Vm's handle does nothing
+        drop(vm);
+        assert_eq!(h.interrupt().unwrap(), 0);
+    }
+}
+
+#[test]
+fn deadline_limits_each_call() {
+    for mode in MODES {
+        let mut c = config(mode);
+        c.deadline(Some(std::time::Duration::from_millis(100)));
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let vm = Vm::new(&c, &spin_linker(started), &[Source::kasm("spin", SPIN)]).unwrap();
+        let t0 = std::time::Instant::now();
+        let e = vm.call("S::spin", &[]).unwrap_err();
+        let x = e.exception().unwrap();
+        assert_eq!(x.class, "InterruptedException");
+        assert!(
+            x.message.contains("deadline of 100ms exceeded"),
+            "{}",
+            x.message
+        );
+        assert!(t0.elapsed() >= std::time::Duration::from_millis(100));
+        // per call: the next short call is not affected
+        for _ in 0..3 {
+            assert_eq!(vm.call("S::quick", &[]).unwrap(), Value::I64(3));
+        }
+        let spin = vm.typed::<(), i64>("S::spin").unwrap();
+        assert_eq!(
+            spin.call(()).unwrap_err().exception().unwrap().class,
+            "InterruptedException"
+        );
+    }
+    let c = Config::from_vars(|n| (n == "KILN_DEADLINE").then(|| "2s".to_string())).unwrap();
+    assert_eq!(c.get_deadline(), Some(std::time::Duration::from_secs(2)));
+    let e = Config::from_vars(|n| (n == "KILN_DEADLINE").then(|| "soon".to_string())).unwrap_err();
+    assert!(
+        matches!(&e, Error::Config { variable, .. } if variable == "KILN_DEADLINE"),
+        "{e}"
+    );
+}
+
+const TREE: &str = r#".library tree
+.class public Node {
+  .field public mutable value: i64
+  .field public mutable name: string
+  .field public mutable weights: f64[]
+  .field public mutable left: Node
+  .field public mutable right: Node
+}
+.class public Other {
+  .field public mutable value: f64
+}
+.class public Loop {
+  .field public mutable next: Loop
+}
+"#;
+
+#[test]
+fn export_import_round_trip_and_errors() {
+    for mode in MODES {
+        let mut c = config(mode);
+        c.gc_stress(true);
+        let vm = Vm::new(&c, &Linker::new(), &[Source::kasm("tree", TREE)]).unwrap();
+        let root = vm.new_object("Node", &[]).unwrap();
+        root.set("value", 1i64).unwrap();
+        root.set("name", vm.new_string("root").unwrap()).unwrap();
+        let w = vm.new_array("f64", 2).unwrap();
+        w.set_index(0, 0.5f64).unwrap();
+        w.set_index(1, -2.0f64).unwrap();
+        root.set("weights", &w).unwrap();
+        let left = vm.new_object("Node", &[]).unwrap();
+        left.set("value", 2i64).unwrap();
+        root.set("left", &left).unwrap();
+        let bytes = root.export().unwrap();
+        // into another Vm (another "process")
+        let vm2 = Vm::new(&config(mode), &Linker::new(), &[Source::kasm("tree", TREE)]).unwrap();
+        let copy = vm2.import("Node", &bytes).unwrap();
+        assert_eq!(copy.get("value").unwrap(), Value::I64(1));
+        assert_eq!(copy.get("name").unwrap().as_string().unwrap(), "root");
+        let cw = copy.get("weights").unwrap();
+        assert_eq!(
+            cw.as_object().unwrap().to_vec().unwrap(),
+            vec![Value::F64(0.5), Value::F64(-2.0)]
+        );
+        let cl = copy.get("left").unwrap();
+        assert_eq!(cl.as_object().unwrap().get("value").unwrap(), Value::I64(2));
+        assert_eq!(copy.get("right").unwrap(), Value::Null);
+        assert_eq!(copy.export().unwrap(), bytes, "export(import(b)) == b");
+        // mismatched class: names the field
+        let e = vm2.import("Other", &bytes).unwrap_err();
+        assert!(matches!(e, Error::Exchange(_)), "{e}");
+        // malformed: every truncation is an error, never a panic
+        for n in 0..bytes.len() {
+            assert!(matches!(
+                vm2.import("Node", &bytes[..n]),
+                Err(Error::Exchange(_))
+            ));
+        }
+        assert!(matches!(
+            vm2.import("Nope", &bytes),
+            Err(Error::UnknownClass(_))
+        ));
+        // cycles and non-objects cannot be exported
+        let a = vm.new_object("Loop", &[]).unwrap();
+        a.set("next", &a).unwrap();
+        assert!(matches!(a.export(), Err(Error::Exchange(_))));
+        assert!(matches!(
+            vm.new_string("s").unwrap().export(),
+            Err(Error::Exchange(_))
+        ));
+    }
+}

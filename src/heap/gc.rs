@@ -129,6 +129,17 @@ impl GcState {
             .live
     }
 
+    /// Call `f` with every attached thread's context, with the attached list
+    /// locked (so each context stays alive during its call). Used by
+    /// interrupts (`safepoint::interrupt::request`); `f` must not attach or
+    /// detach a thread.
+    pub fn for_each_attached(&self, mut f: impl FnMut(*mut ThreadCtx)) {
+        let v = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        for &c in v.iter() {
+            f(c as *mut ThreadCtx);
+        }
+    }
+
     /// Drop one start root for `obj`.
     pub fn remove_start_root(&self, obj: *mut u8) {
         let mut v = self.start_roots.lock().unwrap_or_else(|e| e.into_inner());
@@ -184,6 +195,9 @@ pub unsafe fn attach<'a>(rt: &'a Runtime, ctx: *mut ThreadCtx) -> Attached<'a> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(ctx as usize);
+    // A pending interrupt request (made while no thread was attached) goes to this thread.
+    // SAFETY: the caller guarantees `ctx` is alive.
+    rt.interrupts.on_attach(unsafe { &*ctx });
     Attached {
         gc,
         ctx: ctx as usize,
@@ -209,6 +223,8 @@ pub unsafe fn attach_registered<'a>(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(ctx as usize);
+    // SAFETY: the caller guarantees `ctx` is alive.
+    rt.interrupts.on_attach(unsafe { &*ctx });
     Attached {
         gc: &rt.gc,
         ctx: ctx as usize,

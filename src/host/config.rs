@@ -27,7 +27,7 @@ impl Default for Config {
 
 impl Config {
     /// The defaults: JIT mode, a 2 GiB heap limit, 512 MiB of native stack
-    /// for threads Kiln starts, no GC stress, no GC log.
+    /// for threads Kiln starts, no GC stress, no GC log, no deadline.
     pub fn new() -> Config {
         Config {
             opts: Options::default(),
@@ -36,7 +36,8 @@ impl Config {
 
     /// The defaults, overridden by `KILN_JIT` (`0`/`off`, `1`/`on`),
     /// `KILN_HEAP_MAX` (bytes with an optional `K`/`M`/`G` suffix),
-    /// `KILN_GC_STRESS` and `KILN_GC_LOG` (`0`/`off`, `1`/`on`), exactly as
+    /// `KILN_GC_STRESS` and `KILN_GC_LOG` (`0`/`off`, `1`/`on`) and
+    /// `KILN_DEADLINE` (`500ms`, `2s`, `5m`: see [`Config::deadline`]), exactly as
     /// the `kiln` command reads them. A bad value is an [`Error::Config`]
     /// naming the variable and the accepted values.
     pub fn from_env() -> Result<Config, Error> {
@@ -68,6 +69,12 @@ impl Config {
                     format!("KILN_HEAP_MAX={h:?} is not valid: expected a byte count with an optional K, M or G suffix"),
                 )
             })?;
+        }
+        if let Some(d) = get("KILN_DEADLINE") {
+            opts.deadline = Some(
+                crate::safepoint::interrupt::parse_deadline("KILN_DEADLINE", &d)
+                    .map_err(|m| bad("KILN_DEADLINE", m))?,
+            );
         }
         for (name, slot) in [
             ("KILN_GC_STRESS", &mut opts.gc_stress),
@@ -114,6 +121,22 @@ impl Config {
     pub fn gc_log(&mut self, on: bool) -> &mut Config {
         self.opts.gc_log = on;
         self
+    }
+
+    /// Limit every top-level call from the host (a method call, a
+    /// constructor, a typed call; not the calls natives make back into
+    /// Kiln, which count towards their caller's limit) to `limit`: when it
+    /// passes, the call's thread throws `InterruptedException` (message
+    /// `deadline of ... exceeded`) at its next safepoint poll. `None`
+    /// (the default): no limit. Each limited call starts a timer thread.
+    pub fn deadline(&mut self, limit: Option<std::time::Duration>) -> &mut Config {
+        self.opts.deadline = limit;
+        self
+    }
+
+    /// The configured per-call deadline.
+    pub fn get_deadline(&self) -> Option<std::time::Duration> {
+        self.opts.deadline
     }
 
     /// The configured execution mode.

@@ -197,6 +197,12 @@ pub enum Error {
     /// (or is a thread Kiln started): call in through the native's
     /// [`Caller`](super::Caller) instead.
     ThreadBusy,
+    /// The safepoint mechanism could not deliver an interrupt, or a
+    /// deadline timer could not start.
+    Interrupt(String),
+    /// Object exchange failed: malformed or mismatched bytes, or a graph
+    /// that cannot be exported (each error names the offset and field).
+    Exchange(crate::exchange::ExchangeError),
     /// An exception thrown by Kiln code that no handler caught.
     Exception(Exception),
 }
@@ -303,6 +309,8 @@ impl fmt::Display for Error {
             Error::ThreadBusy => f.write_str(
                 "this thread is running code of another Vm (or is a Kiln thread): call in through the native's Caller",
             ),
+            Error::Interrupt(m) => write!(f, "interrupt: {m}"),
+            Error::Exchange(e) => write!(f, "object exchange: {e}"),
             Error::Exception(e) => write!(f, "unhandled exception: {e}"),
         }
     }

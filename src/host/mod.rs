@@ -27,18 +27,21 @@
 
 mod config;
 mod error;
+mod interrupt;
 mod natives;
 mod reflect;
 mod source;
 mod typed;
 mod value;
 
+pub use crate::exchange::{ExchangeError, Limits as ExchangeLimits};
 pub use crate::library::{
     Access, AttrArg, AttrValue, Attribute, MethodFlags, Mutability, Prim, TypeKind, TypeSig, Var,
 };
 pub use crate::runtime::ExecMode;
 pub use config::Config;
 pub use error::{Error, Exception, NativeSite};
+pub use interrupt::InterruptHandle;
 pub use natives::{Caller, IntoNative, Linker, NativeReturn, Throw};
 pub use reflect::{
     ClassInfo, FieldInfo, LibraryInfo, Metadata, MethodInfo, ProgramRef, PropertyInfo,
@@ -179,6 +182,14 @@ impl Drop for Attachment<'_> {
             t.trace.clear();
             t.roots.clear();
             t.vs_top = t.vs_base;
+            // A deadline is per call: one that fired after the call's last
+            // poll must not hit the next call that gets this context.
+            let _ = t.interrupt.compare_exchange(
+                crate::safepoint::interrupt::Reason::Deadline as u32,
+                0,
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+            );
             self.inner
                 .pool
                 .lock()
@@ -207,7 +218,7 @@ impl Vm {
         let rt = Runtime::with_host_natives(program, files, &verified, opts.clone(), host)
             .map_err(Error::from_load)?;
         let rt = Arc::new(rt);
-        rt.set_self_ref();
+        rt.set_shared();
         let mut mode = opts.mode;
         if mode == ExecMode::Jit && crate::jit::install(&rt, verified).is_err() {
             mode = ExecMode::Interp; // no Cranelift backend for this host
@@ -335,8 +346,15 @@ impl Vm {
             ctx: Some(pooled),
             attached,
         };
+        // The deadline timer is dropped (cancelled, joined) before `guard`
+        // returns the context to the pool.
+        let deadline = match rt.opts.deadline {
+            Some(d) => Some(interrupt::CallDeadline::start(ctx, d)?),
+            None => None,
+        };
         // SAFETY: the pooled context is owned by this call until `guard` drops.
         let r = f(unsafe { &mut *ctx });
+        drop(deadline);
         drop(guard);
         r
     }
@@ -619,6 +637,35 @@ impl Vm {
             .gc
             .count
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A handle that interrupts this Vm's running code from any thread
+    /// (see [`InterruptHandle`]).
+    pub fn interrupt_handle(&self) -> InterruptHandle {
+        InterruptHandle {
+            inner: self.inner.rt.interrupt_handle(),
+        }
+    }
+
+    /// Import an object graph exported by [`Object::export`] (possibly by
+    /// another Vm or process) as a new object of `class`, matching fields
+    /// by name id and type (see `docs/exchange.md`). Constructors are not
+    /// run; fields the encoding does not mention stay zero/null.
+    ///
+    /// Errors: [`Error::UnknownClass`], [`Error::Exchange`] (malformed or
+    /// mismatched input, naming the byte offset and the field path).
+    pub fn import(&self, class: &str, bytes: &[u8]) -> Result<Object, Error> {
+        let id = self.class_id(class)?;
+        let rt = self.rt();
+        let desc = rt.tables.class(id);
+        self.enter(|ctx| {
+            // SAFETY: `desc` is a live descriptor of this runtime; `ctx` is
+            // this thread's attached context, with no frames: every object
+            // the host holds is rooted by a handle.
+            let p = unsafe { crate::exchange::import(rt, ctx, desc, bytes) }
+                .map_err(Error::Exchange)?;
+            Ok(Object::new(self, p))
+        })
     }
 
     /// Number of methods compiled by the JIT so far (0 in interpreter mode).

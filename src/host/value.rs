@@ -359,6 +359,21 @@ impl Object {
         })
     }
 
+    /// Export the object graph reachable from this object (a tree of
+    /// objects and arrays; strings may be shared) in the self-describing
+    /// layout (`docs/exchange.md`); [`Vm::import`] rebuilds it.
+    ///
+    /// Errors: [`Error::Exchange`] for a cycle, a shared object, a raw
+    /// pointer field, a string or array root, or an encoding over the size limit.
+    pub fn export(&self) -> Result<Vec<u8>, Error> {
+        self.vm.enter(|_| {
+            // SAFETY: the object is rooted by this handle; the thread is
+            // attached and running and export allocates nothing on the
+            // managed heap, so no collection runs during the call.
+            unsafe { crate::exchange::export(self.vm.rt(), self.raw()) }.map_err(Error::Exchange)
+        })
+    }
+
     /// Call the instance method `method` on this object. The method is
     /// looked up by name from the object's own class upwards, so an
     /// override is found before the method it overrides (virtual dispatch).

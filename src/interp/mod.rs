@@ -1091,21 +1091,21 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
     let mut eh = EhState::default();
     *base.sub(HEADER_SLOTS).add(frame::EH) = &mut eh as *mut EhState as u64;
     // Method-entry poll (the arguments and zeroed locals are in their slots).
+    // An interrupt here is thrown before the first instruction, outside
+    // every protected region of this method (as in compiled code).
     safepoint::poll();
+    if t.interrupt.load(Ordering::Relaxed) != 0 {
+        let f = t.take_interrupt();
+        t.raise(f);
+        t.trace.push(mh);
+        return 0;
+    }
 
     // Record safepoint position `$p` in the frame record (before anything
     // that can collect) and, for `poll`, poll.
     macro_rules! at {
         ($p:expr) => {
             *posp = $p as u64
-        };
-    }
-    macro_rules! back_edge {
-        ($target:expr, $cur:expr) => {
-            if $target as usize <= $cur {
-                at!($cur);
-                safepoint::poll();
-            }
         };
     }
 
@@ -1158,6 +1158,20 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     t.raise($f);
                     break 'dispatch cur;
                 }};
+            }
+            // A taken backward branch: poll, then throw a delivered
+            // interrupt at this instruction.
+            macro_rules! back_edge {
+                ($target:expr, $cur:expr) => {
+                    if $target as usize <= $cur {
+                        at!($cur);
+                        safepoint::poll();
+                        if t.interrupt.load(Ordering::Relaxed) != 0 {
+                            let f = t.take_interrupt();
+                            raise!(f);
+                        }
+                    }
+                };
             }
             macro_rules! nonnull {
                 ($v:expr, $what:expr) => {{

@@ -48,6 +48,8 @@ pub mod code {
     pub const STACK_OVERFLOW: u32 = 10;
     /// Value stack exhausted (no room for the frame record).
     pub const VALUE_STACK_OVERFLOW: u32 = 11;
+    /// The interrupt word was set at a poll: `ThreadCtx::take_interrupt`.
+    pub const INTERRUPTED: u32 = 12;
 }
 
 /// The instruction names of `code::NULL_IN` (the interpreter's `nonnull!` texts).
@@ -119,6 +121,7 @@ pub unsafe extern "C" fn jit_fault(thread: *mut ThreadCtx, code: u32, a: u64, b:
                 FaultKind::StackOverflow,
                 "stack overflow: the value stack is exhausted",
             ),
+            code::INTERRUPTED => t.take_interrupt(),
             _ => Fault::new(FaultKind::Exception, "internal error: unknown JIT fault"),
         };
         t.raise(f);

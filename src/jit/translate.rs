@@ -32,7 +32,7 @@ use crate::bytecode::Op;
 use crate::interp::{Cmp, Code, Kind, Src, I};
 use crate::library::TypeSig;
 use crate::runtime::frame;
-use crate::runtime::tables::{MethodHandle, SafepointKind, SafepointTable};
+use crate::runtime::tables::{offsets, MethodHandle, SafepointKind, SafepointTable};
 use crate::runtime::Runtime;
 use crate::verify::{MethodInfo, VType};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -234,8 +234,42 @@ impl<'a, 'f> Tx<'a, 'f> {
             let stack = self.stack.clone();
             let refs = self.stack_refs_at(i);
             self.safepoint(i as u64, SafepointKind::Poll, &stack, &refs)?;
+            self.interrupt_check(Some(i));
         }
         Ok(())
+    }
+
+    /// After a poll: throw a delivered interrupt (`ThreadCtx::interrupt` is
+    /// non-zero) at instruction `at`, or out of this frame (`None`: the
+    /// method-entry poll). The fast path is a compare of the word in memory
+    /// with 0 and a branch to a cold block.
+    fn interrupt_check(&mut self, at: Option<usize>) {
+        if self.env.poll_addr.is_none() || self.env.fp.is_none() {
+            return;
+        }
+        // A plain load is never merged with an earlier one: the safepoint
+        // just stored the position into the frame record without an alias
+        // region, which Cranelift's alias analysis treats as a fence.
+        let w = self.b.ins().load(
+            types::I32,
+            env::trusted(),
+            self.env.thread,
+            offsets::TC_INTERRUPT as i32,
+        );
+        let w = self.b.ins().icmp_imm_s(IntCC::NotEqual, w, 0);
+        let slow = self.b.create_block();
+        let cont = self.b.create_block();
+        self.b.set_cold_block(slow);
+        self.b.ins().brif(w, slow, &[], cont, &[]);
+        self.b.switch_to_block(slow);
+        let z = self.b.ins().iconst(types::I64, 0);
+        self.env.raise(&mut self.b, fc::INTERRUPTED, z, z);
+        let (tb, targs) = match at {
+            Some(i) => self.exc_target(i),
+            None => (self.propagate, vec![]),
+        };
+        self.b.ins().jump(tb, &targs);
+        self.b.switch_to_block(cont);
     }
 
     fn stack_types(&self, i: usize) -> Option<Vec<Type>> {
@@ -373,6 +407,7 @@ impl<'a, 'f> Tx<'a, 'f> {
             self.b.def_var(var, v);
         }
         self.safepoint(frame::POS_ENTRY, SafepointKind::Poll, &[], &[])?;
+        self.interrupt_check(None);
         let b0 = *self.blocks.get(&0).ok_or("instruction 0 is unreachable")?;
         self.b.ins().jump(b0, &[]);
 

@@ -54,6 +54,10 @@ pub struct Options {
     pub gc_stress: bool,
     /// Print every collection on stderr (`KILN_GC_LOG=1`).
     pub gc_log: bool,
+    /// Interrupt the program (`InterruptedException`, reason "deadline
+    /// exceeded") once this much time has passed since `run_file` started
+    /// it (`KILN_DEADLINE`, e.g. `500ms`, `2s`, `5m`). `None`: no limit.
+    pub deadline: Option<std::time::Duration>,
 }
 
 /// Default heap limit: 2 GiB.
@@ -69,6 +73,7 @@ impl Default for Options {
             stack_size: DEFAULT_STACK_SIZE,
             gc_stress: false,
             gc_log: false,
+            deadline: None,
         }
     }
 }
@@ -89,13 +94,20 @@ pub fn parse_size(s: &str) -> Option<usize> {
 }
 
 impl Options {
-    /// Read `KILN_JIT`, `KILN_HEAP_MAX`, `KILN_GC_STRESS` and `KILN_GC_LOG`.
+    /// Read `KILN_JIT`, `KILN_HEAP_MAX`, `KILN_GC_STRESS`, `KILN_GC_LOG` and
+    /// `KILN_DEADLINE`.
     pub fn from_env() -> Result<Options, String> {
         let var = |n: &str| std::env::var(n).ok();
         let mut o =
             Options::from_vars(var("KILN_JIT").as_deref(), var("KILN_HEAP_MAX").as_deref())?;
         o.gc_stress = parse_flag("KILN_GC_STRESS", var("KILN_GC_STRESS").as_deref())?;
         o.gc_log = parse_flag("KILN_GC_LOG", var("KILN_GC_LOG").as_deref())?;
+        if let Some(d) = var("KILN_DEADLINE") {
+            o.deadline = Some(crate::safepoint::interrupt::parse_deadline(
+                "KILN_DEADLINE",
+                &d,
+            )?);
+        }
         Ok(o)
     }
 
@@ -151,10 +163,13 @@ pub enum FaultKind {
     OutOfMemory,
     /// `Exception` (internal errors).
     Exception,
+    /// `InterruptedException` (an interrupt or deadline, delivered at a
+    /// safepoint poll: see `safepoint::interrupt`).
+    Interrupted,
 }
 
 impl FaultKind {
-    const ALL: [FaultKind; 7] = [
+    const ALL: [FaultKind; 8] = [
         FaultKind::NullReference,
         FaultKind::IndexOutOfRange,
         FaultKind::Arithmetic,
@@ -162,6 +177,7 @@ impl FaultKind {
         FaultKind::StackOverflow,
         FaultKind::OutOfMemory,
         FaultKind::Exception,
+        FaultKind::Interrupted,
     ];
 
     /// The std class name.
@@ -174,6 +190,7 @@ impl FaultKind {
             FaultKind::StackOverflow => "StackOverflowException",
             FaultKind::OutOfMemory => "OutOfMemoryException",
             FaultKind::Exception => "Exception",
+            FaultKind::Interrupted => "InterruptedException",
         }
     }
 }
@@ -301,6 +318,10 @@ pub struct ThreadCtx {
     pub runtime: *const Runtime,
     /// The pending exception object, or null.
     pub pending: *mut u8,
+    /// Interrupt word: 0, or the `safepoint::interrupt::Reason` of an
+    /// interrupt to throw at the next safepoint poll (checked right after
+    /// every poll; written by `safepoint::interrupt::request`).
+    pub interrupt: std::sync::atomic::AtomicU32,
     /// Native stack pointer below which calls raise `StackOverflowException`.
     pub stack_limit: usize,
     /// Next free slot of the value stack (frames live here).
@@ -360,6 +381,7 @@ impl ThreadCtx {
         ThreadCtx {
             runtime,
             pending: std::ptr::null_mut(),
+            interrupt: std::sync::atomic::AtomicU32::new(0),
             stack_limit: here.saturating_sub(stack_size.saturating_sub(margin)),
             vs_top: start,
             // SAFETY: the capacity is VALUE_STACK_SLOTS, so this is one past its end.
@@ -389,6 +411,21 @@ impl ThreadCtx {
     pub fn throw(&mut self, obj: *mut u8) {
         self.pending = obj;
         self.trace.clear();
+    }
+
+    /// The slow path of the check after a safepoint poll: clear the
+    /// interrupt word and return the `InterruptedException` fault to raise.
+    #[cold]
+    pub fn take_interrupt(&mut self) -> Fault {
+        let w = self.interrupt.swap(0, Ordering::SeqCst);
+        let msg = match crate::safepoint::interrupt::Reason::from_word(w) {
+            Some(crate::safepoint::interrupt::Reason::Deadline) => match self.rt().opts.deadline {
+                Some(d) => format!("deadline of {d:?} exceeded"),
+                None => "deadline exceeded".to_string(),
+            },
+            _ => "interrupted".to_string(),
+        };
+        Fault::new(FaultKind::Interrupted, msg)
     }
 
     /// Is there a pending exception?
@@ -538,6 +575,8 @@ pub struct Runtime {
     pub gc: crate::heap::gc::GcState,
     /// Natives bound by the embedding host (`crate::host`), by method.
     pub host_natives: HashMap<MemberId, HostNativeFn>,
+    /// Interrupt requests (`safepoint::interrupt`).
+    pub interrupts: crate::safepoint::interrupt::InterruptState,
 }
 
 /// A native implemented by the embedding host: like a [`natives::NativeFn`],
@@ -718,10 +757,24 @@ impl Runtime {
             jit: OnceLock::new(),
             gc,
             host_natives,
+            interrupts: crate::safepoint::interrupt::InterruptState::new(),
         };
         let code = crate::interp::prepare(&rt, verified).map_err(|e| vec![LoadError::Setup(e)])?;
         rt.interp_code = code;
         Ok(rt)
+    }
+
+    /// Record the `Arc` this runtime lives in, which `Thread::start` needs
+    /// to keep the runtime alive in new threads (`run_file` does it; a host
+    /// that builds a runtime itself calls this once after `Arc::new`).
+    pub fn set_shared(self: &Arc<Self>) {
+        let _ = self.self_ref.set(Arc::downgrade(self));
+    }
+
+    /// A handle that interrupts this runtime's threads from any thread
+    /// (see `safepoint::interrupt`); it does not keep the runtime alive.
+    pub fn interrupt_handle(self: &Arc<Self>) -> crate::safepoint::interrupt::InterruptHandle {
+        crate::safepoint::interrupt::InterruptHandle::new(self)
     }
 
     /// The interned string object for a literal (equal literals, same object).
@@ -939,12 +992,6 @@ impl Runtime {
         Ok(ts.len())
     }
 
-    /// Record the `Arc` this runtime lives in (needed by `Thread::start`);
-    /// later calls have no effect.
-    pub fn set_self_ref(self: &Arc<Runtime>) {
-        let _ = self.self_ref.set(Arc::downgrade(self));
-    }
-
     /// Wait for thread `id` (1-based registry index; unknown or joined ids return at once).
     pub fn join_thread(&self, id: usize) {
         let h = {
@@ -1148,6 +1195,17 @@ pub fn run_file(path: &Path, args: &[String], opts: &Options) -> i32 {
     let _ = rt.self_ref.set(Arc::downgrade(&rt));
     let rt2 = Arc::clone(&rt);
     let args = args.to_vec();
+    // The deadline counts from here; the watchdog is cancelled when main ends.
+    let watchdog = match opts.deadline {
+        Some(d) => match crate::safepoint::interrupt::Watchdog::start(rt.interrupt_handle(), d) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                eprintln!("kiln: cannot start the deadline watchdog: {e}");
+                return 2;
+            }
+        },
+        None => None,
+    };
     let res = std::thread::Builder::new()
         .name("kiln-main".into())
         .stack_size(opts.stack_size)
@@ -1168,6 +1226,7 @@ pub fn run_file(path: &Path, args: &[String], opts: &Options) -> i32 {
             2
         }
     };
+    drop(watchdog);
     rt.flush_stdout();
     // Threads still running keep their own Arc; the process exits anyway.
     code

@@ -623,6 +623,8 @@ pub mod offsets {
     pub const CD_KIND: usize = offset_of!(ClassDesc, kind);
     /// `ThreadCtx::pending` (the pending exception, checked after every call).
     pub const TC_PENDING: usize = offset_of!(crate::runtime::ThreadCtx, pending);
+    /// `ThreadCtx::interrupt` (checked after every safepoint poll).
+    pub const TC_INTERRUPT: usize = offset_of!(crate::runtime::ThreadCtx, interrupt);
     /// `ThreadCtx::stack_limit` (compared with the native stack pointer on entry).
     pub const TC_STACK_LIMIT: usize = offset_of!(crate::runtime::ThreadCtx, stack_limit);
     /// `ThreadCtx::vs_top` (next free value-stack slot: compiled frames push their record here).

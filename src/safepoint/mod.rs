@@ -26,6 +26,7 @@
 //! - The polling page is mapped once and never unmapped: its address is a
 //!   constant that JIT code may embed.
 
+pub mod interrupt;
 mod sys;
 #[cfg(test)]
 mod tests;

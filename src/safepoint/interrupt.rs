@@ -1,0 +1,312 @@
+//! Interrupts: ask every thread running a runtime's code to throw
+//! `InterruptedException` at its next safepoint poll (see
+//! `docs/safepoints.md`, "Interrupts").
+//!
+//! Delivery uses the polling page like a collection does:
+//! [`request`] runs a [`stop_the_world`](super::stop_the_world) (the page is
+//! armed, every running thread faults at its next poll and parks in the
+//! signal handler; threads in native code count as stopped), and inside the
+//! stop it stores an interrupt reason into the `ThreadCtx::interrupt` word of
+//! every thread attached to that runtime. When the world restarts, each
+//! parked thread's poll re-executes, and the check compiled code and the
+//! interpreter make right after every poll (one load and a predicted-not-taken
+//! branch) sees the word and takes the slow path, an ordinary call
+//! ([`ThreadCtx::take_interrupt`](crate::runtime::ThreadCtx::take_interrupt))
+//! that clears the word and makes an `InterruptedException` pending, so
+//! `catch`/`finally`/propagation and the stack trace work as for any
+//! exception. The signal handler itself is unchanged: the word is written by
+//! the interrupting thread while the target is held, never in signal context.
+//!
+//! Semantics (invariants):
+//! - A request is delivered to exactly the threads attached to the runtime
+//!   when the stop happens; each of them throws once at its next poll
+//!   (method entry or loop back-edge), also when it is in native or blocking
+//!   code at that moment (it throws at its first poll after returning).
+//!   Requests not yet consumed by a thread coalesce: it throws once.
+//! - If no thread is attached, the request stays *pending* on the runtime and
+//!   the next thread to attach consumes it (it throws at its first poll). A
+//!   later request that reaches a thread clears the pending one.
+//! - A thread that leaves managed code without polling again keeps the word
+//!   set in its `ThreadCtx`; it throws at its first poll if that context runs
+//!   code again.
+//! - The word's value is the [`Reason`]; 0 means no interrupt.
+
+use super::SafepointError;
+use crate::runtime::{Runtime, ThreadCtx};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+/// Why a thread is interrupted (the value stored in `ThreadCtx::interrupt`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Reason {
+    /// [`InterruptHandle::interrupt`].
+    Interrupt = 1,
+    /// A deadline ([`Watchdog`], `Options::deadline`, `KILN_DEADLINE`) expired.
+    Deadline = 2,
+}
+
+impl Reason {
+    /// The reason stored in an interrupt word (`None` for 0 or an unknown value).
+    pub fn from_word(w: u32) -> Option<Reason> {
+        match w {
+            1 => Some(Reason::Interrupt),
+            2 => Some(Reason::Deadline),
+            _ => None,
+        }
+    }
+}
+
+/// Per-runtime interrupt state (`Runtime::interrupts`).
+#[derive(Debug, Default)]
+pub struct InterruptState {
+    /// Requests made so far (the interrupt epoch).
+    requests: AtomicU64,
+    /// The reason of a request no attached thread received (0: none).
+    pending: AtomicU32,
+    /// Threads that received a request (sum over requests).
+    delivered: AtomicU64,
+}
+
+impl InterruptState {
+    /// A state with no request made.
+    pub fn new() -> InterruptState {
+        InterruptState::default()
+    }
+
+    /// Requests made so far (increases by one per [`request`]).
+    pub fn epoch(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Thread deliveries so far (one per attached thread per request).
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::SeqCst)
+    }
+
+    /// Whether a request is waiting for a thread to attach.
+    pub fn has_pending(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) != 0
+    }
+
+    /// Called when a thread attaches with context `ctx` (after it is in the
+    /// collector's attached list): it consumes a pending request.
+    pub fn on_attach(&self, ctx: &ThreadCtx) {
+        let r = self.pending.swap(0, Ordering::SeqCst);
+        if r != 0 {
+            ctx.interrupt.fetch_max(r, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Why an interrupt could not be requested.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InterruptError {
+    /// The safepoint mechanism failed (the OS refused a mapping, a
+    /// protection change or a handler).
+    Safepoint(SafepointError),
+}
+
+impl fmt::Display for InterruptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InterruptError::Safepoint(e) => write!(f, "cannot interrupt: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for InterruptError {}
+
+/// What one request did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The request's epoch (1 for the runtime's first request).
+    pub epoch: u64,
+    /// Attached threads that received it (0: it stays pending for the next
+    /// thread that attaches).
+    pub threads: usize,
+}
+
+/// Interrupt every thread attached to `rt` (see the module docs). Blocks for
+/// one stop-the-world; callable from any thread, registered or not, also
+/// from a thread running `rt`'s code (which then throws at its own next
+/// poll). Must not be called inside a `stop_the_world` callback.
+pub fn request(rt: &Runtime, reason: Reason) -> Result<Delivery, InterruptError> {
+    let st = &rt.interrupts;
+    let epoch = st.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let deliver = || {
+        let mut n = 0usize;
+        rt.gc.for_each_attached(|ctx| {
+            // SAFETY: an attached context stays alive while it is in the
+            // attached list, which `for_each_attached` holds locked.
+            unsafe { &*ctx }
+                .interrupt
+                .fetch_max(reason as u32, Ordering::SeqCst);
+            n += 1;
+        });
+        if n == 0 {
+            st.pending.fetch_max(reason as u32, Ordering::SeqCst);
+        } else {
+            st.pending.store(0, Ordering::SeqCst);
+        }
+        st.delivered.fetch_add(n as u64, Ordering::SeqCst);
+        n
+    };
+    if super::init().is_err() {
+        // No polling page: nothing compiled polls, the interpreter's polls
+        // are plain loads. The words are atomics, so store them directly.
+        let n = deliver();
+        return Ok(Delivery { epoch, threads: n });
+    }
+    let _guard = if super::is_registered() {
+        None
+    } else {
+        Some(super::register_thread().map_err(InterruptError::Safepoint)?)
+    };
+    let n = super::stop_the_world(|_threads| deliver()).map_err(InterruptError::Safepoint)?;
+    Ok(Delivery { epoch, threads: n })
+}
+
+/// A handle that interrupts one runtime's threads; `Clone + Send + Sync`.
+/// It does not keep the runtime alive: once the runtime is dropped,
+/// [`InterruptHandle::interrupt`] does nothing and returns `Ok(None)`.
+#[derive(Clone, Debug)]
+pub struct InterruptHandle {
+    rt: Weak<Runtime>,
+}
+
+impl InterruptHandle {
+    /// A handle for `rt`.
+    pub fn new(rt: &Arc<Runtime>) -> InterruptHandle {
+        InterruptHandle {
+            rt: Arc::downgrade(rt),
+        }
+    }
+
+    /// Interrupt every thread running the runtime's code: each throws
+    /// `InterruptedException` at its next safepoint poll (see [`request`]).
+    /// Returns what was delivered, or `None` if the runtime is gone.
+    pub fn interrupt(&self) -> Result<Option<Delivery>, InterruptError> {
+        self.interrupt_with(Reason::Interrupt)
+    }
+
+    /// [`InterruptHandle::interrupt`] with a given reason.
+    pub fn interrupt_with(&self, reason: Reason) -> Result<Option<Delivery>, InterruptError> {
+        match self.rt.upgrade() {
+            Some(rt) => request(&rt, reason).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A deadline: a thread that interrupts the runtime with
+/// [`Reason::Deadline`] once `limit` has passed since [`Watchdog::start`],
+/// unless the watchdog is dropped (or [`Watchdog::cancel`]led) first.
+/// Dropping it cancels and joins the thread.
+pub struct Watchdog {
+    shared: Arc<(Mutex<bool>, Condvar)>,
+    fired: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    /// Start a watchdog for `handle`'s runtime. Fails only if the OS cannot
+    /// start a thread.
+    pub fn start(handle: InterruptHandle, limit: Duration) -> std::io::Result<Watchdog> {
+        let shared = Arc::new((Mutex::new(false), Condvar::new()));
+        let fired = Arc::new(AtomicBool::new(false));
+        let (s2, f2) = (Arc::clone(&shared), Arc::clone(&fired));
+        let start = Instant::now();
+        let thread = std::thread::Builder::new()
+            .name("kiln-deadline".into())
+            .spawn(move || {
+                let (lock, cv) = &*s2;
+                let mut cancelled = lock.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    if *cancelled {
+                        return;
+                    }
+                    let left = limit.saturating_sub(start.elapsed());
+                    if left.is_zero() {
+                        break;
+                    }
+                    cancelled = cv
+                        .wait_timeout(cancelled, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                drop(cancelled);
+                f2.store(true, Ordering::SeqCst);
+                // An error here means the safepoint mechanism is broken;
+                // the deadline cannot be enforced and there is nobody to
+                // report to but stderr.
+                if let Err(e) = handle.interrupt_with(Reason::Deadline) {
+                    eprintln!("kiln: deadline: {e}");
+                }
+            })?;
+        Ok(Watchdog {
+            shared,
+            fired,
+            thread: Some(thread),
+        })
+    }
+
+    /// Whether the deadline has passed and the interrupt was requested.
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+
+    /// Cancel the deadline (no interrupt if it has not fired yet) and wait
+    /// for the watchdog thread to end.
+    pub fn cancel(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        {
+            let (lock, cv) = &*self.shared;
+            *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            cv.notify_all();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Parse a deadline: a positive integer with a unit `ms`, `s` or `m`
+/// (`250ms`, `2s`, `5m`). `name` is the setting's name for the error.
+pub fn parse_deadline(name: &str, v: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "{name}={v:?} is not valid: expected a positive whole number with a unit ms, s or m (e.g. 500ms, 2s, 5m)"
+        )
+    };
+    let t = v.trim();
+    let (num, unit_ms): (&str, u64) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        return Err(bad());
+    };
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let ms = n.checked_mul(unit_ms).ok_or_else(bad)?;
+    if ms == 0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_millis(ms))
+}
