@@ -6,6 +6,12 @@ use kiln::{Config, ExecMode};
 #[path = "../examples/embedding.rs"]
 #[allow(dead_code)]
 mod embedding;
+#[path = "../examples/exchange.rs"]
+#[allow(dead_code)]
+mod exchange;
+#[path = "../examples/interrupts.rs"]
+#[allow(dead_code)]
+mod interrupts;
 #[path = "../examples/natives.rs"]
 #[allow(dead_code)]
 mod natives;
@@ -36,10 +42,25 @@ fn natives_example() {
 }
 
 #[test]
+fn interrupts_example() {
+    for c in configs() {
+        interrupts::run(&c).unwrap();
+    }
+}
+
+#[test]
+fn exchange_example() {
+    for c in configs() {
+        exchange::run(&c).unwrap();
+    }
+}
+
+#[test]
 fn examples_under_gc_stress() {
     for mut c in configs() {
         c.gc_stress(true);
         embedding::run(&c).unwrap();
         natives::run(&c).unwrap();
+        exchange::run(&c).unwrap();
     }
 }
