@@ -128,7 +128,7 @@ impl Config {
     /// Kiln, which count towards their caller's limit) to `limit`: when it
     /// passes, the call's thread throws `InterruptedException` (message
     /// `deadline of ... exceeded`) at its next safepoint poll. `None`
-    /// (the default): no limit. Each limited call starts a timer thread.
+    /// (the default): no limit. One timer thread per Vm serves all calls.
     pub fn deadline(&mut self, limit: Option<std::time::Duration>) -> &mut Config {
         self.opts.deadline = limit;
         self

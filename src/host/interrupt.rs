@@ -5,10 +5,10 @@
 //! stops too); a [`Config::deadline`](super::Config::deadline) bounds each
 //! top-level call from the host.
 //!
-//! Invariants: a call's deadline timer only writes the interrupt word of
-//! that call's own `ThreadCtx`, and is cancelled and joined before the call
-//! returns (so before the context goes back to the pool): a deadline never
-//! interrupts another thread's call. The word is checked after every poll
+//! Invariants: a call's deadline only writes the interrupt word of that
+//! call's own `ThreadCtx`, and is disarmed before the call returns (so
+//! before the context goes back to the pool): a deadline never interrupts
+//! another thread's call. The word is checked after every poll
 //! whether or not a stop-the-world is in progress, so an atomic store is
 //! enough to deliver it.
 
@@ -61,64 +61,107 @@ impl InterruptHandle {
     }
 }
 
-/// The deadline of one top-level call: a timer thread that sets the call's
-/// interrupt word when `limit` passes. Dropping it cancels and joins it.
-pub(crate) struct CallDeadline {
-    shared: Arc<(Mutex<bool>, Condvar)>,
+/// One timer thread per Vm (started at its first deadline-limited call)
+/// that sets the interrupt word of each limited call whose deadline passed.
+/// Calls arm an entry on entry and disarm it before they return; the
+/// thread writes a word only while holding the lock and only for an armed
+/// entry, so it never touches a context that went back to the pool.
+pub(crate) struct DeadlineTimer {
+    shared: Arc<(Mutex<TimerState>, Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl CallDeadline {
-    /// Start the timer for the call running on `ctx` (which must outlive
-    /// the returned value).
-    pub(crate) fn start(ctx: *const ThreadCtx, limit: Duration) -> Result<CallDeadline, Error> {
-        let shared = Arc::new((Mutex::new(false), Condvar::new()));
+#[derive(Default)]
+struct TimerState {
+    /// (deadline, `*const ThreadCtx`, entry id) of every armed call.
+    entries: Vec<(Instant, usize, u64)>,
+    next_id: u64,
+    shutdown: bool,
+}
+
+impl DeadlineTimer {
+    /// Start the timer thread.
+    pub(crate) fn start() -> Result<DeadlineTimer, Error> {
+        let shared: Arc<(Mutex<TimerState>, Condvar)> = Arc::default();
         let s2 = Arc::clone(&shared);
-        let ctx = ctx as usize;
-        let start = Instant::now();
         let thread = std::thread::Builder::new()
-            .name("kiln-call-deadline".into())
+            .name("kiln-call-deadlines".into())
             .spawn(move || {
                 let (lock, cv) = &*s2;
-                let mut done = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
                 loop {
-                    if *done {
+                    if st.shutdown {
                         return;
                     }
-                    let left = limit.saturating_sub(start.elapsed());
-                    if left.is_zero() {
-                        break;
-                    }
-                    done = cv
-                        .wait_timeout(done, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                    let now = Instant::now();
+                    st.entries.retain(|&(when, ctx, _)| {
+                        if when > now {
+                            return true;
+                        }
+                        // SAFETY: an armed entry's context is alive: its
+                        // call disarms it (under this lock) before the
+                        // context can be reused or freed; the word is atomic.
+                        unsafe { &*(ctx as *const ThreadCtx) }
+                            .interrupt
+                            .fetch_max(Reason::Deadline as u32, Ordering::SeqCst);
+                        false
+                    });
+                    st = match st.entries.iter().map(|e| e.0).min() {
+                        None => cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+                        Some(w) => {
+                            cv.wait_timeout(st, w.saturating_duration_since(now))
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0
+                        }
+                    };
                 }
-                // SAFETY: the call's context outlives this thread, which
-                // `CallDeadline::drop` joins before the call returns (the
-                // lock is held here, so the call cannot have finished
-                // cancelling); the word is atomic.
-                unsafe { &*(ctx as *const ThreadCtx) }
-                    .interrupt
-                    .fetch_max(Reason::Deadline as u32, Ordering::SeqCst);
             })
             .map_err(|e| Error::Interrupt(format!("cannot start the deadline timer: {e}")))?;
-        Ok(CallDeadline {
+        Ok(DeadlineTimer {
             shared,
             thread: Some(thread),
         })
     }
+
+    /// Arm a deadline `limit` from now for the call running on `ctx`; the
+    /// returned guard disarms it.
+    pub(crate) fn arm(&self, ctx: *const ThreadCtx, limit: Duration) -> CallDeadline<'_> {
+        let (lock, cv) = &*self.shared;
+        let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let id = st.next_id;
+        st.next_id += 1;
+        let when = Instant::now()
+            .checked_add(limit)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 40));
+        st.entries.push((when, ctx as usize, id));
+        cv.notify_all();
+        CallDeadline { timer: self, id }
+    }
 }
 
-impl Drop for CallDeadline {
+impl Drop for DeadlineTimer {
     fn drop(&mut self) {
         {
             let (lock, cv) = &*self.shared;
-            *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            lock.lock().unwrap_or_else(|e| e.into_inner()).shutdown = true;
             cv.notify_all();
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// An armed deadline of one call; disarms on drop.
+pub(crate) struct CallDeadline<'a> {
+    timer: &'a DeadlineTimer,
+    id: u64,
+}
+
+impl Drop for CallDeadline<'_> {
+    fn drop(&mut self) {
+        let (lock, _) = &*self.timer.shared;
+        let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+        st.entries.retain(|e| e.2 != self.id);
     }
 }

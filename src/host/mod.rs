@@ -103,6 +103,8 @@ pub(crate) struct Inner {
     pub(crate) rt: Arc<Runtime>,
     mode: ExecMode,
     pool: Mutex<Vec<PooledCtx>>,
+    /// The per-call deadline timer, started by the first limited call.
+    deadlines: std::sync::OnceLock<interrupt::DeadlineTimer>,
 }
 
 thread_local! {
@@ -228,6 +230,7 @@ impl Vm {
                 rt,
                 mode,
                 pool: Mutex::new(Vec::new()),
+                deadlines: std::sync::OnceLock::new(),
             }),
         };
         let _ = cell.set(Arc::downgrade(&vm.inner));
@@ -349,7 +352,17 @@ impl Vm {
         // The deadline timer is dropped (cancelled, joined) before `guard`
         // returns the context to the pool.
         let deadline = match rt.opts.deadline {
-            Some(d) => Some(interrupt::CallDeadline::start(ctx, d)?),
+            Some(d) => {
+                let timer = match self.inner.deadlines.get() {
+                    Some(t) => t,
+                    None => {
+                        let t = interrupt::DeadlineTimer::start()?;
+                        // A racing thread may have set it first: use that one.
+                        self.inner.deadlines.get_or_init(|| t)
+                    }
+                };
+                Some(timer.arm(ctx, d))
+            }
             None => None,
         };
         // SAFETY: the pooled context is owned by this call until `guard` drops.
