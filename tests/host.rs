@@ -1119,6 +1119,17 @@ fn deadline_limits_each_call() {
             spin.call(()).unwrap_err().exception().unwrap().class,
             "InterruptedException"
         );
+        // a deadline interrupts only its own call: short calls on other
+        // threads during another call's deadline all succeed
+        let vm2 = vm.clone();
+        let spinner = std::thread::spawn(move || vm2.call("S::spin", &[]).unwrap_err());
+        let quick = vm.typed::<(), i64>("S::quick").unwrap();
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < std::time::Duration::from_millis(150) {
+            assert_eq!(quick.call(()).unwrap(), 3);
+        }
+        let e = spinner.join().unwrap();
+        assert_eq!(e.exception().unwrap().class, "InterruptedException");
     }
     let c = Config::from_vars(|n| (n == "KILN_DEADLINE").then(|| "2s".to_string())).unwrap();
     assert_eq!(c.get_deadline(), Some(std::time::Duration::from_secs(2)));
