@@ -32,9 +32,14 @@ const SRC: &str = r#"
   }
 }
 .class public P {
+  ; Set to 1 when a loop is about to start (the host waits for it, so the
+  ; interrupt reaches the loop and not a method-entry poll).
+  .field public static mutable ready: i64
   ; An infinite loop with no calls.
   .method public static spin() -> i32 {
     .locals (i: i64)
+    ldc.i64 1
+    stsfld P::ready
   top:
     ldloc i
     ldc.i64 1
@@ -46,6 +51,8 @@ const SRC: &str = r#"
   .method public static caught() -> i32 {
     .locals (i: i64)
     .try {
+      ldc.i64 1
+      stsfld P::ready
     top:
       ldloc i
       ldc.i64 1
@@ -86,6 +93,8 @@ const SRC: &str = r#"
   ; Allocates in the loop (with GC stress: a collection per allocation).
   .method public static alloc() -> i32 {
     .locals (b: Box, c: Box)
+    ldc.i64 1
+    stsfld P::ready
   top:
     newobj Box::ctor
     stloc c
@@ -177,6 +186,23 @@ enum Outcome {
     Threw(String, String),
 }
 
+/// `P::ready`'s address.
+fn ready(rt: &Runtime) -> *mut i64 {
+    let p = rt.program.class("P").unwrap();
+    let f = rt.program.find_field(p, "ready").unwrap();
+    rt.tables.field(f).static_addr as *mut i64
+}
+
+/// Wait (bounded) until the running method has set `P::ready`.
+fn wait_ready(rt: &Runtime) {
+    let t0 = Instant::now();
+    // SAFETY: a static i64 of the runtime, written by the kasm thread.
+    while unsafe { std::ptr::read_volatile(ready(rt)) } == 0 {
+        assert!(t0.elapsed() < LIMIT, "the loop did not start");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Run static method `name` on a new thread; the sender gets `()` once the
 /// thread is attached, then the outcome.
 fn start(rt: &Arc<Runtime>, name: &str) -> (mpsc::Receiver<()>, mpsc::Receiver<Outcome>) {
@@ -222,8 +248,7 @@ fn interrupt_after_attach(mode: ExecMode, gc_stress: bool, name: &str) -> Outcom
     let rt = runtime(mode, gc_stress);
     let (att, done) = start(&rt, name);
     att.recv_timeout(LIMIT).expect("thread attached");
-    // Let it enter the loop (not required: an earlier interrupt is delivered too).
-    std::thread::sleep(Duration::from_millis(20));
+    wait_ready(&rt);
     assert!(
         done.try_recv().is_err(),
         "{name} ended before the interrupt"
@@ -232,6 +257,10 @@ fn interrupt_after_attach(mode: ExecMode, gc_stress: bool, name: &str) -> Outcom
     assert_eq!(d.threads, 1, "delivered to the one attached thread");
     done.recv_timeout(LIMIT)
         .unwrap_or_else(|_| panic!("{name} ({mode:?}) did not stop after an interrupt"))
+}
+
+fn interrupted_deadline() -> Outcome {
+    Outcome::Threw("InterruptedException".into(), "deadline exceeded".into())
 }
 
 fn interrupted() -> Outcome {
@@ -289,9 +318,11 @@ fn each_request_throws_once() {
         let rt = runtime(mode, false);
         let h = rt.interrupt_handle();
         for _ in 0..3 {
+            // SAFETY: no kasm thread runs now.
+            unsafe { *ready(&rt) = 0 };
             let (att, done) = start(&rt, "P::caught");
             att.recv_timeout(LIMIT).unwrap();
-            std::thread::sleep(Duration::from_millis(5));
+            wait_ready(&rt);
             h.interrupt().unwrap();
             assert_eq!(done.recv_timeout(LIMIT).unwrap(), Outcome::Returned(42));
         }
@@ -377,6 +408,16 @@ fn deadline_reason_and_watchdog() {
         assert!(!w.fired());
         w.cancel();
         assert_eq!(rt.interrupts.epoch(), 1);
+        // After the deadline every thread that attaches throws at its first poll.
+        assert!(rt.interrupts.expired());
+        // (At `caught`'s entry poll, outside its try: not caught.)
+        let (_att, done) = start(&rt, "P::caught");
+        assert_eq!(done.recv_timeout(LIMIT).unwrap(), interrupted_deadline());
+        let (_att, done) = start(&rt, "P::spin");
+        assert_eq!(
+            done.recv_timeout(LIMIT).unwrap(),
+            Outcome::Threw("InterruptedException".into(), "deadline exceeded".into())
+        );
     }
 }
 

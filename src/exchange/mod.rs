@@ -216,6 +216,50 @@ pub enum ExchangeError {
     },
 }
 
+impl ExchangeError {
+    /// The byte offset involved (in the input for import, the output for
+    /// export); `None` for errors about a class rather than a position.
+    pub fn offset(&self) -> Option<usize> {
+        use ExchangeError::*;
+        match self {
+            Truncated { offset, .. }
+            | Malformed { offset, .. }
+            | TrailingBytes { offset, .. }
+            | UnknownField { offset, .. }
+            | DuplicateField { offset, .. }
+            | TypeMismatch { offset, .. }
+            | NoClass { offset, .. }
+            | Unsupported { offset, .. }
+            | Cycle { offset, .. }
+            | Shared { offset, .. }
+            | TooDeep { offset, .. }
+            | TooLarge { offset, .. }
+            | Alloc { offset, .. } => Some(*offset),
+            AmbiguousField { .. } | NotAnObject { .. } => None,
+        }
+    }
+
+    /// The field path involved (`Class.field[i].sub`), if any.
+    pub fn path(&self) -> Option<&str> {
+        use ExchangeError::*;
+        match self {
+            Truncated { path, .. }
+            | Malformed { path, .. }
+            | UnknownField { path, .. }
+            | DuplicateField { path, .. }
+            | TypeMismatch { path, .. }
+            | NoClass { path, .. }
+            | Unsupported { path, .. }
+            | Cycle { path, .. }
+            | Shared { path, .. }
+            | TooDeep { path, .. }
+            | TooLarge { path, .. }
+            | Alloc { path, .. } => Some(path),
+            TrailingBytes { .. } | AmbiguousField { .. } | NotAnObject { .. } => None,
+        }
+    }
+}
+
 impl fmt::Display for ExchangeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use ExchangeError::*;

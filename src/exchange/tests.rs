@@ -67,6 +67,10 @@ const SRC: &str = r#"
   .field public mutable l: i64
   .field public mutable extra: string
 }
+.class public WideRev {
+  .field public mutable extra: string
+  .field private l: i64
+}
 .class public Node {
   .field public mutable next: Node
   .field public mutable v: i64
@@ -567,6 +571,29 @@ fn missing_fields_default_extra_fields_rejected() {
                 class: "Small".into()
             }
         );
+        // Fields are matched by id, not position (and flags are not checked:
+        // WideRev::l is private and immutable).
+        let mut w2 = wb.clone();
+        // Give `extra` a value so the reordered import has something to move.
+        w2.truncate(24 + 8);
+        w2.push(REF_STRING);
+        w2.extend_from_slice(&2u32.to_le_bytes());
+        w2.extend_from_slice(b"ex");
+        let size = w2.len() as u32;
+        w2[0..4].copy_from_slice(&size.to_le_bytes());
+        // SAFETY: attached.
+        let rev = unsafe { import(rt, ctx, class(rt, "WideRev"), &w2) }.unwrap();
+        // SAFETY: `rev` is a live WideRev.
+        unsafe {
+            let id = rt.program.class("WideRev").unwrap();
+            let fs = fields_of(rt, id);
+            assert_eq!(fs[0].name, "extra");
+            assert_eq!(
+                string_bytes(*(rev.add(fs[0].offset) as *const *mut u8)),
+                b"ex"
+            );
+            assert_eq!(*(rev.add(fs[1].offset) as *const i64), 5);
+        }
         // Same name, other type.
         // SAFETY: attached.
         let e = unsafe { import(rt, ctx, class(rt, "Narrow"), &b) }.unwrap_err();

@@ -241,8 +241,8 @@ impl<'a, 'f> Tx<'a, 'f> {
 
     /// After a poll: throw a delivered interrupt (`ThreadCtx::interrupt` is
     /// non-zero) at instruction `at`, or out of this frame (`None`: the
-    /// method-entry poll). The fast path is a compare of the word in memory
-    /// with 0 and a branch to a cold block.
+    /// method-entry poll). The fast path is a load of the word, a test and
+    /// a branch to a cold block.
     fn interrupt_check(&mut self, at: Option<usize>) {
         if self.env.poll_addr.is_none() || self.env.fp.is_none() {
             return;
@@ -256,7 +256,6 @@ impl<'a, 'f> Tx<'a, 'f> {
             self.env.thread,
             offsets::TC_INTERRUPT as i32,
         );
-        let w = self.b.ins().icmp_imm_s(IntCC::NotEqual, w, 0);
         let slow = self.b.create_block();
         let cont = self.b.create_block();
         self.b.set_cold_block(slow);

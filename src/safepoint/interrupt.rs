@@ -29,6 +29,10 @@
 //! - A thread that leaves managed code without polling again keeps the word
 //!   set in its `ThreadCtx`; it throws at its first poll if that context runs
 //!   code again.
+//! - After a [`Reason::Deadline`] request the runtime is *expired*: every
+//!   thread that attaches later (e.g. started by `Thread::start` while the
+//!   deadline fired) is interrupted at its first poll too, so a deadline
+//!   stops all of the runtime's threads, however they race with it.
 //! - The word's value is the [`Reason`]; 0 means no interrupt.
 
 use super::SafepointError;
@@ -68,6 +72,9 @@ pub struct InterruptState {
     pending: AtomicU32,
     /// Threads that received a request (sum over requests).
     delivered: AtomicU64,
+    /// A deadline request was made: every thread that attaches from now on
+    /// is interrupted with [`Reason::Deadline`].
+    expired: AtomicBool,
 }
 
 impl InterruptState {
@@ -91,10 +98,19 @@ impl InterruptState {
         self.pending.load(Ordering::SeqCst) != 0
     }
 
+    /// Whether a deadline has expired (see the module docs).
+    pub fn expired(&self) -> bool {
+        self.expired.load(Ordering::SeqCst)
+    }
+
     /// Called when a thread attaches with context `ctx` (after it is in the
-    /// collector's attached list): it consumes a pending request.
+    /// collector's attached list): it consumes a pending request, and after
+    /// a deadline it is interrupted at once.
     pub fn on_attach(&self, ctx: &ThreadCtx) {
-        let r = self.pending.swap(0, Ordering::SeqCst);
+        let mut r = self.pending.swap(0, Ordering::SeqCst);
+        if self.expired.load(Ordering::SeqCst) {
+            r = r.max(Reason::Deadline as u32);
+        }
         if r != 0 {
             ctx.interrupt.fetch_max(r, Ordering::SeqCst);
         }
@@ -136,6 +152,10 @@ pub struct Delivery {
 pub fn request(rt: &Runtime, reason: Reason) -> Result<Delivery, InterruptError> {
     let st = &rt.interrupts;
     let epoch = st.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    if reason == Reason::Deadline {
+        // Before the stop: a thread attaching after it must see this.
+        st.expired.store(true, Ordering::SeqCst);
+    }
     let deliver = || {
         let mut n = 0usize;
         rt.gc.for_each_attached(|ctx| {
