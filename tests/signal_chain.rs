@@ -122,7 +122,11 @@ fn foreign_faults_chain_and_host_threads_work() {
     // A fault that is not Kiln's, on the main thread.
     let p1 = arm_page();
     assert_eq!(touch(p1), 0);
-    assert_eq!(HOST_FAULTS.load(Ordering::SeqCst), 1, "host handler did not run");
+    assert_eq!(
+        HOST_FAULTS.load(Ordering::SeqCst),
+        1,
+        "host handler did not run"
+    );
 
     // A foreign fault on a host thread while Kiln runs a collecting program
     // with several threads on another host thread.
@@ -134,7 +138,11 @@ fn foreign_faults_chain_and_host_threads_work() {
     let faulter = std::thread::spawn(move || touch(p2));
     assert_eq!(faulter.join().expect("faulting thread"), 0);
     assert_eq!(runner.join().expect("runner thread"), 0);
-    assert_eq!(HOST_FAULTS.load(Ordering::SeqCst), 2, "host handler missed the second fault");
+    assert_eq!(
+        HOST_FAULTS.load(Ordering::SeqCst),
+        2,
+        "host handler missed the second fault"
+    );
 
     // Several host threads drive Kiln at once, both modes, GC stress (a
     // collection at every allocation stops every thread of that runtime).
