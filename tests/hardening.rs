@@ -87,12 +87,8 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Assembles `src` in-process and writes the `.klib`.
 fn klib(name: &str, src: &str) -> PathBuf {
-    let lib = kiln::asm::assemble(src, name).unwrap_or_else(|e| {
-        panic!(
-            "generated program {name} does not assemble: {}",
-            e[0].to_string()
-        )
-    });
+    let lib = kiln::asm::assemble(src, name)
+        .unwrap_or_else(|e| panic!("generated program {name} does not assemble: {}", e[0]));
     let path = scratch(&format!("{name}.klib"));
     std::fs::write(&path, kiln::format::write(&lib)).expect("write klib");
     path
@@ -109,14 +105,8 @@ struct Outcome {
 /// Runs `kiln run FILE` with `env`, killed after `limit`; the peak resident
 /// set comes from `wait4`.
 fn run(file: &Path, env: &[(&str, &str)], limit: Duration) -> Outcome {
-    let out = scratch(&format!(
-        "{}.{}.out",
-        file.display().to_string().len(),
-        std::thread::current()
-            .name()
-            .unwrap_or("t")
-            .replace(':', "_")
-    ));
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let out = scratch(&format!("run{}.out", RUNS.fetch_add(1, Ordering::Relaxed)));
     let err = out.with_extension("err");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
     cmd.arg("run").arg(file).stdin(Stdio::null());
@@ -126,6 +116,8 @@ fn run(file: &Path, env: &[(&str, &str)], limit: Duration) -> Outcome {
         cmd.env(k, v);
     }
     let start = Instant::now();
+    // Reaped below with `wait4` (for its rusage), not `Child::wait`.
+    #[allow(clippy::zombie_processes)]
     let child = cmd.spawn().expect("spawn kiln");
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
