@@ -35,6 +35,9 @@ const DEFAULT_PROGRAMS: u64 = 100;
 const DEFAULT_GCSTRESS_EVERY: u64 = 10;
 /// Coverage is only asserted for runs at least this large.
 const COVERAGE_MIN_PROGRAMS: u64 = 50;
+/// Larger runs generate each program inside its trial and skip the
+/// up-front statistics and the coverage trial.
+const STATS_MAX_PROGRAMS: u64 = 2000;
 /// Per-process time limit: generated programs are tiny, so hitting it is a bug.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -342,9 +345,17 @@ fn main() {
     let keep = std::env::var_os("KILN_DIFF_KEEP").map(PathBuf::from);
     let gc_every = env_u64("KILN_DIFF_GCSTRESS", DEFAULT_GCSTRESS_EVERY);
 
-    let programs: Vec<Arc<gen::program::Generated>> = (0..n)
-        .map(|i| Arc::new(gen::program(seed0.wrapping_add(i))))
-        .collect();
+    // Programs are generated where they are used (the long mode would not
+    // fit in memory otherwise); the statistics and the coverage trial only
+    // for runs up to STATS_MAX_PROGRAMS.
+    let small = n <= STATS_MAX_PROGRAMS;
+    let programs: Vec<Arc<gen::program::Generated>> = if small || keep.is_some() {
+        (0..n)
+            .map(|i| Arc::new(gen::program(seed0.wrapping_add(i))))
+            .collect()
+    } else {
+        Vec::new()
+    };
     if let Some(dir) = &keep {
         std::fs::create_dir_all(dir).expect("create KILN_DIFF_KEEP dir");
         for g in &programs {
@@ -352,12 +363,19 @@ fn main() {
                 .expect("write program");
         }
     }
-    let functions: usize = programs.iter().map(|g| g.functions).sum();
-    let risky = programs.iter().filter(|g| g.shape.risky).count();
-    eprintln!(
-        "differential: {n} programs (seeds {seed0}..={}), {functions} generated functions, {risky} may end in an uncaught exception",
-        seed0.wrapping_add(n.saturating_sub(1))
-    );
+    if small {
+        let functions: usize = programs.iter().map(|g| g.functions).sum();
+        let risky = programs.iter().filter(|g| g.shape.risky).count();
+        eprintln!(
+            "differential: {n} programs (seeds {seed0}..={}), {functions} generated functions, {risky} may end in an uncaught exception",
+            seed0.wrapping_add(n.saturating_sub(1))
+        );
+    } else {
+        eprintln!(
+            "differential: {n} programs (seeds {seed0}..={}), generated one at a time",
+            seed0.wrapping_add(n.saturating_sub(1))
+        );
+    }
 
     let mut trials = Vec::new();
     {
@@ -389,24 +407,27 @@ fn main() {
                 }
                 Ok(())
             })
-            .with_ignored_flag(n < COVERAGE_MIN_PROGRAMS),
+            .with_ignored_flag(n < COVERAGE_MIN_PROGRAMS || !small),
         );
     }
     // A risky program, so the self test also covers exit code and stderr.
-    if let Some(g) = programs
+    let first = programs
         .iter()
         .find(|g| g.shape.risky)
         .or(programs.first())
         .cloned()
-    {
+        .or_else(|| (n > 0).then(|| Arc::new(gen::program(seed0))));
+    if let Some(g) = first {
         trials.push(Trial::test("self_test", move || {
             self_test(g.seed, &g.source)
         }));
     }
-    for g in programs {
-        let name = format!("seed_{}", g.seed);
-        let gc = gc_every != 0 && g.seed % gc_every == 0;
-        trials.push(Trial::test(name, move || {
+    for i in 0..n {
+        let seed = seed0.wrapping_add(i);
+        let gc = gc_every != 0 && seed % gc_every == 0;
+        let pre = programs.get(i as usize).cloned();
+        trials.push(Trial::test(format!("seed_{seed}"), move || {
+            let g = pre.unwrap_or_else(|| Arc::new(gen::program(seed)));
             check_program(g.seed, &g.source, gc)
         }));
     }
