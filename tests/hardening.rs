@@ -429,6 +429,29 @@ fn wx_never_during_compilation() {
     let path = scratch("wx.kasm");
     std::fs::write(&path, &s).expect("write wx.kasm");
 
+    // The detector bites: a page mapped RWX by hand is reported.
+    // SAFETY: sysconf has no preconditions.
+    let len = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    // SAFETY: an anonymous private mapping with no address hint.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap RWX failed");
+    let seen = wx_mappings();
+    // SAFETY: unmapping the page mapped above.
+    unsafe { libc::munmap(p, len) };
+    let start = format!("{:x}-", p as usize);
+    assert!(
+        seen.iter().any(|l| l.starts_with(&start)),
+        "a hand-made RWX page was not detected: {seen:?}"
+    );
     assert!(
         wx_mappings().is_empty(),
         "W+X mapping before the JIT ran: {:?}",
