@@ -431,9 +431,10 @@ struct ChildRun {
     stderr: String,
 }
 
-/// `kiln run FILE` with `KILN_JIT=jit`, a 64 MiB heap and [`run_bound`];
+/// `kiln run FILE` with `KILN_JIT=jit` (and `KILN_GC_STRESS=1` when
+/// `gc_stress`), a 64 MiB heap and [`run_bound`];
 /// `Err` for a death by a signal we did not send.
-fn run_child(file: &Path, jit: &str) -> Result<ChildRun, String> {
+fn run_child(file: &Path, jit: &str, gc_stress: bool) -> Result<ChildRun, String> {
     use std::os::unix::process::ExitStatusExt;
     let out = file.with_extension(format!("{jit}.out"));
     let err = file.with_extension(format!("{jit}.err"));
@@ -442,7 +443,7 @@ fn run_child(file: &Path, jit: &str) -> Result<ChildRun, String> {
         .arg(file)
         .env("KILN_JIT", jit)
         .env("KILN_HEAP_MAX", "64M")
-        .env_remove("KILN_GC_STRESS")
+        .env("KILN_GC_STRESS", if gc_stress { "1" } else { "0" })
         .env("KILN_PATH", file.parent().unwrap_or(Path::new(".")))
         .stdin(std::process::Stdio::null())
         .stdout(File::create(&out).map_err(|e| format!("run: {e}"))?)
@@ -499,7 +500,8 @@ fn run_child(file: &Path, jit: &str) -> Result<ChildRun, String> {
 }
 
 /// `run`: a library that verifies (with std) is run by the `kiln` binary in
-/// both modes, with a 64 MiB heap and a wall-clock bound. Findings: a death
+/// both modes (the JIT run of every fourth library with `KILN_GC_STRESS=1`),
+/// with a 64 MiB heap and a wall-clock bound. Findings: a death
 /// by a signal, an internal error (exit 101, "internal error", a panic), or —
 /// when both runs finish, the program starts no thread and reads no clock,
 /// and neither overflowed its stack (the depth differs between the modes) —
@@ -530,8 +532,11 @@ fn target_run(bytes: &[u8]) -> Result<(), String> {
     let file = dir.join("fuzz.klib");
     std::fs::write(&file, bytes).map_err(|e| format!("run: {e}"))?;
     RUN_EXECUTED.fetch_add(1, Ordering::Relaxed);
-    let interp = run_child(&file, "0")?;
-    let jit = run_child(&file, "1")?;
+    // Every fourth library runs its JIT child with a collection at every
+    // allocation (the outputs must still agree).
+    let gc_stress = fnv(bytes) % 4 == 0;
+    let interp = run_child(&file, "0", false)?;
+    let jit = run_child(&file, "1", gc_stress)?;
     if interp.code.is_none() || jit.code.is_none() {
         RUN_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
         return Ok(());
