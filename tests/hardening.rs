@@ -18,6 +18,8 @@
 //! - `nested_try_max` / `nested_try_over_limit`: 1,024 nested `.try/finally`
 //!   blocks that an exception passes through, and one more (a load error);
 //! - `many_classes`: 20,000 classes;
+//! - `many_fields`: 100,000 instance and 100,000 static fields, 2,000
+//!   objects of 800 KB allocated (the collector reclaims them);
 //! - `count_fields_claim_millions`: every aligned 32-bit field of a real
 //!   library overwritten with huge counts (2^24, 2^31−1, 2^32−1): the reader
 //!   answers at once with an error (or a valid library) and allocates little
@@ -339,6 +341,32 @@ fn many_classes() {
     let sum: u64 = (0..n as u64).step_by(97).sum();
     let f = klib("many_classes", &s);
     expect(&f, MODES, 0, &format!("{sum}\n"), "", LIMIT, 512);
+}
+
+#[test]
+fn many_fields() {
+    // 100,000 instance fields (800 KB objects, 2,000 of them allocated: the
+    // collector reclaims them) and 100,000 static fields.
+    let n = 100_000;
+    let mut s = String::from(".library fields\n.class public Big {\n");
+    for i in 0..n {
+        let _ = writeln!(
+            s,
+            "  .field public mutable f{i}: i64\n  .field public static mutable s{i}: i64"
+        );
+    }
+    let last = n - 1;
+    let _ = write!(
+        s,
+        "  .method public ctor() {{\n    ldarg this\n    ldc.i64 7\n    stfld Big::f{last}\n    ret\n  }}\n}}\n\
+         .class public Program {{\n  .method public static main() {{\n    .locals (b: Big, i: i32)\n  again:\n\
+         newobj Big::ctor\n    stloc b\n    ldloc i\n    ldc.i32 1\n    add\n    stloc i\n    ldloc i\n    ldc.i32 2000\n    blt again\n\
+         ldloc b\n    ldfld Big::f{last}\n    ldc.i64 42\n    stsfld Big::s{last}\n    ldsfld Big::s{last}\n    add\n\
+         call Std::str_i64\n    call Std::println\n    ret\n  }}\n}}\n"
+    );
+    let f = klib("many_fields", &s);
+    let all: Vec<_> = MODES.iter().chain(GCSTRESS).copied().collect();
+    expect(&f, &all, 0, "49\n", "", LIMIT, 512);
 }
 
 #[test]
