@@ -534,7 +534,7 @@ fn target_run(bytes: &[u8]) -> Result<(), String> {
     RUN_EXECUTED.fetch_add(1, Ordering::Relaxed);
     // Every fourth library runs its JIT child with a collection at every
     // allocation (the outputs must still agree).
-    let gc_stress = fnv(bytes) % 4 == 0;
+    let gc_stress = fnv(bytes).is_multiple_of(4);
     let interp = run_child(&file, "0", false)?;
     let jit = run_child(&file, "1", gc_stress)?;
     if interp.code.is_none() || jit.code.is_none() {
