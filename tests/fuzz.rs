@@ -183,7 +183,19 @@ fn timeout() -> Duration {
     Duration::from_millis(env_u64("KILN_FUZZ_TIMEOUT_MS").unwrap_or(default))
 }
 
-/// Start the watchdog once: if one input runs longer than [`timeout`], save
+/// The watchdog's limit for one input of `target`: [`timeout`], and for
+/// `run` also the time its two children may take (each is killed at
+/// [`run_bound`]; starting, killing and reaping processes on a loaded machine
+/// takes time of its own).
+fn watchdog_limit(target: &str) -> Duration {
+    if target == "run" {
+        timeout() + 4 * run_bound()
+    } else {
+        timeout()
+    }
+}
+
+/// Start the watchdog once: if one input runs longer than [`watchdog_limit`], save
 /// it, report it and abort the process (a hang cannot be unwound).
 fn start_watchdog() {
     static STARTED: OnceLock<()> = OnceLock::new();
@@ -194,7 +206,6 @@ fn start_watchdog() {
             let _ = ABORT_FILE.set(f);
         }
         std::thread::spawn(|| {
-            let limit = timeout();
             let mut seen = u64::MAX;
             let mut since = Instant::now();
             loop {
@@ -205,9 +216,10 @@ fn start_watchdog() {
                     since = Instant::now();
                     continue;
                 }
+                let target = *CURRENT_TARGET.lock().unwrap();
+                let limit = watchdog_limit(target);
                 if since.elapsed() > limit {
                     let input = CURRENT.lock().map(|c| c.clone()).unwrap_or_default();
-                    let target = *CURRENT_TARGET.lock().unwrap();
                     let path = save_finding(target, &input);
                     eprintln!(
                         "\nFUZZ FINDING [{target}]: one input ran longer than {limit:?} (hang); saved to {}",
@@ -487,7 +499,11 @@ fn run_child(file: &Path, jit: &str, gc_stress: bool) -> Result<ChildRun, String
         ));
     }
     let code = status.code();
-    if code == Some(101) || stderr.contains("internal error") || stderr.contains("panicked") {
+    if code == Some(101)
+        || stderr.contains("internal error")
+        || stderr.contains("internal JIT error")
+        || stderr.contains("panicked")
+    {
         return Err(format!(
             "run: KILN_JIT={jit}: internal error (exit {code:?})\n{stderr}"
         ));
