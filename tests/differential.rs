@@ -9,7 +9,10 @@
 //! - `KILN_DIFF_SEED=S` seed of the first program (default 1); program `i`
 //!   uses seed `S + i`, so `KILN_DIFF_SEED=S KILN_DIFF_PROGRAMS=1` reproduces
 //!   the failure of seed `S`,
-//! - `KILN_DIFF_KEEP=DIR` also writes every generated program to `DIR`.
+//! - `KILN_DIFF_KEEP=DIR` also writes every generated program to `DIR`,
+//! - `KILN_DIFF_GCSTRESS=N`: programs whose seed is a multiple of `N`
+//!   (default 10; 0 = none) also run with `KILN_GC_STRESS=1` (a collection at
+//!   every allocation) in both modes, and must match the plain interpreter.
 //!
 //! A failing program is written to `target/difftest-failures/seed_S.kasm`
 //! with `;!` directives holding the interpreter's results, ready to be copied
@@ -27,8 +30,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const DEFAULT_PROGRAMS: u64 = 100;
+/// Programs whose seed is a multiple of this also run with `KILN_GC_STRESS=1`
+/// in both modes (`KILN_DIFF_GCSTRESS=N`; 0 turns it off).
+const DEFAULT_GCSTRESS_EVERY: u64 = 10;
 /// Coverage is only asserted for runs at least this large.
 const COVERAGE_MIN_PROGRAMS: u64 = 50;
+/// Larger runs generate each program inside its trial and skip the
+/// up-front statistics and the coverage trial.
+const STATS_MAX_PROGRAMS: u64 = 2000;
 /// Per-process time limit: generated programs are tiny, so hitting it is a bug.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -64,14 +73,22 @@ struct RunResult {
 /// Runs `kiln run FILE` with `KILN_JIT=jit`, output to files (no pipe
 /// deadlocks), killed after [`TIMEOUT`].
 fn run_kiln(file: &Path, jit: &str) -> Result<RunResult, String> {
-    let out_path = file.with_extension(format!("jit{jit}.out"));
-    let err_path = file.with_extension(format!("jit{jit}.err"));
+    run_kiln_env(file, jit, false)
+}
+
+/// [`run_kiln`], with `KILN_GC_STRESS=1` (a collection at every allocation)
+/// when `gc_stress`.
+fn run_kiln_env(file: &Path, jit: &str, gc_stress: bool) -> Result<RunResult, String> {
+    let tag = if gc_stress { "gc" } else { "" };
+    let out_path = file.with_extension(format!("jit{jit}{tag}.out"));
+    let err_path = file.with_extension(format!("jit{jit}{tag}.err"));
     let out = std::fs::File::create(&out_path).map_err(|e| e.to_string())?;
     let err = std::fs::File::create(&err_path).map_err(|e| e.to_string())?;
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .arg("run")
         .arg(file)
         .env("KILN_JIT", jit)
+        .env("KILN_GC_STRESS", if gc_stress { "1" } else { "0" })
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -85,7 +102,10 @@ fn run_kiln(file: &Path, jit: &str) -> Result<RunResult, String> {
         if start.elapsed() > TIMEOUT {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("KILN_JIT={jit}: timed out after {TIMEOUT:?}"));
+            return Err(format!(
+                "KILN_JIT={jit} KILN_GC_STRESS={}: timed out after {TIMEOUT:?}",
+                u8::from(gc_stress)
+            ));
         }
         std::thread::sleep(Duration::from_millis(2));
     };
@@ -152,7 +172,7 @@ fn first_difference(a: &str, b: &str) -> String {
     "  (only line endings differ)".into()
 }
 
-fn check_program(seed: u64, src: &str) -> Result<(), Failed> {
+fn check_program(seed: u64, src: &str, gc_stress: bool) -> Result<(), Failed> {
     let file = scratch_dir().join(format!("seed_{seed}.kasm"));
     std::fs::write(&file, src).map_err(|e| e.to_string())?;
     let interp = run_kiln(&file, "0")?;
@@ -166,19 +186,32 @@ fn check_program(seed: u64, src: &str) -> Result<(), Failed> {
         )
         .into());
     }
-    let jit = run_kiln(&file, "1")?;
-    let problems = compare(&interp, &jit);
-    let _ = std::fs::remove_file(&file);
-    if problems.is_empty() {
-        return Ok(());
+    let mut runs = vec![("KILN_JIT=1", run_kiln(&file, "1")?)];
+    if gc_stress {
+        runs.push((
+            "KILN_JIT=0 KILN_GC_STRESS=1",
+            run_kiln_env(&file, "0", true)?,
+        ));
+        runs.push((
+            "KILN_JIT=1 KILN_GC_STRESS=1",
+            run_kiln_env(&file, "1", true)?,
+        ));
     }
-    let saved = save_failure(seed, &regression_case(seed, src, &interp));
-    Err(format!(
-        "seed {seed}: KILN_JIT=0 and KILN_JIT=1 disagree (program saved as {saved})\n\
-         reproduce: KILN_DIFF_SEED={seed} KILN_DIFF_PROGRAMS=1 cargo test --test differential\n{}",
-        problems.join("\n")
-    )
-    .into())
+    let _ = std::fs::remove_file(&file);
+    for (what, other) in runs {
+        let problems = compare(&interp, &other);
+        if problems.is_empty() {
+            continue;
+        }
+        let saved = save_failure(seed, &regression_case(seed, src, &interp));
+        return Err(format!(
+            "seed {seed}: KILN_JIT=0 and {what} disagree (program saved as {saved})\n\
+             reproduce: KILN_DIFF_SEED={seed} KILN_DIFF_PROGRAMS=1 cargo test --test differential\n{}",
+            problems.join("\n")
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Every way the two runs differ (empty: identical).
@@ -310,10 +343,19 @@ fn main() {
     let n = env_u64("KILN_DIFF_PROGRAMS", DEFAULT_PROGRAMS);
     let seed0 = env_u64("KILN_DIFF_SEED", 1);
     let keep = std::env::var_os("KILN_DIFF_KEEP").map(PathBuf::from);
+    let gc_every = env_u64("KILN_DIFF_GCSTRESS", DEFAULT_GCSTRESS_EVERY);
 
-    let programs: Vec<Arc<gen::program::Generated>> = (0..n)
-        .map(|i| Arc::new(gen::program(seed0.wrapping_add(i))))
-        .collect();
+    // Programs are generated where they are used (the long mode would not
+    // fit in memory otherwise); the statistics and the coverage trial only
+    // for runs up to STATS_MAX_PROGRAMS.
+    let small = n <= STATS_MAX_PROGRAMS;
+    let programs: Vec<Arc<gen::program::Generated>> = if small || keep.is_some() {
+        (0..n)
+            .map(|i| Arc::new(gen::program(seed0.wrapping_add(i))))
+            .collect()
+    } else {
+        Vec::new()
+    };
     if let Some(dir) = &keep {
         std::fs::create_dir_all(dir).expect("create KILN_DIFF_KEEP dir");
         for g in &programs {
@@ -321,12 +363,19 @@ fn main() {
                 .expect("write program");
         }
     }
-    let functions: usize = programs.iter().map(|g| g.functions).sum();
-    let risky = programs.iter().filter(|g| g.shape.risky).count();
-    eprintln!(
-        "differential: {n} programs (seeds {seed0}..={}), {functions} generated functions, {risky} may end in an uncaught exception",
-        seed0.wrapping_add(n.saturating_sub(1))
-    );
+    if small {
+        let functions: usize = programs.iter().map(|g| g.functions).sum();
+        let risky = programs.iter().filter(|g| g.shape.risky).count();
+        eprintln!(
+            "differential: {n} programs (seeds {seed0}..={}), {functions} generated functions, {risky} may end in an uncaught exception",
+            seed0.wrapping_add(n.saturating_sub(1))
+        );
+    } else {
+        eprintln!(
+            "differential: {n} programs (seeds {seed0}..={}), generated one at a time",
+            seed0.wrapping_add(n.saturating_sub(1))
+        );
+    }
 
     let mut trials = Vec::new();
     {
@@ -358,23 +407,29 @@ fn main() {
                 }
                 Ok(())
             })
-            .with_ignored_flag(n < COVERAGE_MIN_PROGRAMS),
+            .with_ignored_flag(n < COVERAGE_MIN_PROGRAMS || !small),
         );
     }
     // A risky program, so the self test also covers exit code and stderr.
-    if let Some(g) = programs
+    let first = programs
         .iter()
         .find(|g| g.shape.risky)
         .or(programs.first())
         .cloned()
-    {
+        .or_else(|| (n > 0).then(|| Arc::new(gen::program(seed0))));
+    if let Some(g) = first {
         trials.push(Trial::test("self_test", move || {
             self_test(g.seed, &g.source)
         }));
     }
-    for g in programs {
-        let name = format!("seed_{}", g.seed);
-        trials.push(Trial::test(name, move || check_program(g.seed, &g.source)));
+    for i in 0..n {
+        let seed = seed0.wrapping_add(i);
+        let gc = gc_every != 0 && seed % gc_every == 0;
+        let pre = programs.get(i as usize).cloned();
+        trials.push(Trial::test(format!("seed_{seed}"), move || {
+            let g = pre.unwrap_or_else(|| Arc::new(gen::program(seed)));
+            check_program(g.seed, &g.source, gc)
+        }));
     }
     let conclusion = libtest_mimic::run(&args, trials);
     let _ = std::fs::remove_dir_all(scratch_dir());

@@ -183,7 +183,19 @@ fn timeout() -> Duration {
     Duration::from_millis(env_u64("KILN_FUZZ_TIMEOUT_MS").unwrap_or(default))
 }
 
-/// Start the watchdog once: if one input runs longer than [`timeout`], save
+/// The watchdog's limit for one input of `target`: [`timeout`], and for
+/// `run` also the time its two children may take (each is killed at
+/// [`run_bound`]; starting, killing and reaping processes on a loaded machine
+/// takes time of its own).
+fn watchdog_limit(target: &str) -> Duration {
+    if target == "run" {
+        timeout() + 4 * run_bound()
+    } else {
+        timeout()
+    }
+}
+
+/// Start the watchdog once: if one input runs longer than [`watchdog_limit`], save
 /// it, report it and abort the process (a hang cannot be unwound).
 fn start_watchdog() {
     static STARTED: OnceLock<()> = OnceLock::new();
@@ -194,7 +206,6 @@ fn start_watchdog() {
             let _ = ABORT_FILE.set(f);
         }
         std::thread::spawn(|| {
-            let limit = timeout();
             let mut seen = u64::MAX;
             let mut since = Instant::now();
             loop {
@@ -205,9 +216,10 @@ fn start_watchdog() {
                     since = Instant::now();
                     continue;
                 }
+                let target = *CURRENT_TARGET.lock().unwrap();
+                let limit = watchdog_limit(target);
                 if since.elapsed() > limit {
                     let input = CURRENT.lock().map(|c| c.clone()).unwrap_or_default();
-                    let target = *CURRENT_TARGET.lock().unwrap();
                     let path = save_finding(target, &input);
                     eprintln!(
                         "\nFUZZ FINDING [{target}]: one input ran longer than {limit:?} (hang); saved to {}",
@@ -410,6 +422,158 @@ fn target_verifier(bytes: &[u8]) -> Result<(), String> {
             check_verified(&program, &v)
         }
     }
+}
+
+/// Programs the `run` target executed, and how many of their runs hit the
+/// time bound or were compared between the modes (statistics).
+static RUN_EXECUTED: AtomicU64 = AtomicU64::new(0);
+static RUN_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+static RUN_COMPARED: AtomicU64 = AtomicU64::new(0);
+
+/// Wall-clock bound of one `kiln run` child of the `run` target: a quarter of
+/// the per-input timeout, so both modes fit inside the watchdog's limit.
+fn run_bound() -> Duration {
+    timeout() / 4
+}
+
+struct ChildRun {
+    /// Exit code, or `None` when the bound killed it.
+    code: Option<i32>,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+/// `kiln run FILE` with `KILN_JIT=jit` (and `KILN_GC_STRESS=1` when
+/// `gc_stress`), a 64 MiB heap and [`run_bound`];
+/// `Err` for a death by a signal we did not send.
+fn run_child(file: &Path, jit: &str, gc_stress: bool) -> Result<ChildRun, String> {
+    use std::os::unix::process::ExitStatusExt;
+    let out = file.with_extension(format!("{jit}.out"));
+    let err = file.with_extension(format!("{jit}.err"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("run")
+        .arg(file)
+        .env("KILN_JIT", jit)
+        .env("KILN_HEAP_MAX", "64M")
+        .env("KILN_GC_STRESS", if gc_stress { "1" } else { "0" })
+        .env("KILN_PATH", file.parent().unwrap_or(Path::new(".")))
+        .stdin(std::process::Stdio::null())
+        .stdout(File::create(&out).map_err(|e| format!("run: {e}"))?)
+        .stderr(File::create(&err).map_err(|e| format!("run: {e}"))?)
+        .spawn()
+        .map_err(|e| format!("run: cannot start kiln: {e}"))?;
+    let start = Instant::now();
+    let mut killed = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().map_err(|e| format!("run: {e}"))? {
+            break st;
+        }
+        if start.elapsed() > run_bound() {
+            let _ = child.kill();
+            killed = true;
+            break child.wait().map_err(|e| format!("run: {e}"))?;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    // Output beyond 1 MiB is not compared (a printing loop cut by the bound).
+    let read = |p: &Path| {
+        let mut v = std::fs::read(p).unwrap_or_default();
+        v.truncate(1 << 20);
+        let _ = std::fs::remove_file(p);
+        v
+    };
+    let (stdout, stderr) = (
+        read(&out),
+        String::from_utf8_lossy(&read(&err)).into_owned(),
+    );
+    if killed {
+        return Ok(ChildRun {
+            code: None,
+            stdout,
+            stderr,
+        });
+    }
+    if let Some(sig) = status.signal() {
+        return Err(format!(
+            "run: KILN_JIT={jit}: killed by signal {sig}\n{stderr}"
+        ));
+    }
+    let code = status.code();
+    if code == Some(101)
+        || stderr.contains("internal error")
+        || stderr.contains("internal JIT error")
+        || stderr.contains("panicked")
+    {
+        return Err(format!(
+            "run: KILN_JIT={jit}: internal error (exit {code:?})\n{stderr}"
+        ));
+    }
+    Ok(ChildRun {
+        code,
+        stdout,
+        stderr,
+    })
+}
+
+/// `run`: a library that verifies (with std) is run by the `kiln` binary in
+/// both modes (the JIT run of every fourth library with `KILN_GC_STRESS=1`),
+/// with a 64 MiB heap and a wall-clock bound. Findings: a death
+/// by a signal, an internal error (exit 101, "internal error", a panic), or —
+/// when both runs finish, the program starts no thread and reads no clock,
+/// and neither overflowed its stack (the depth differs between the modes) —
+/// different exit codes, stdout or stderr between the interpreter and the
+/// JIT. A run cut by the bound is counted, not a finding (verified programs
+/// may loop forever).
+fn target_run(bytes: &[u8]) -> Result<(), String> {
+    let Ok(lib) = format::read(bytes) else {
+        return Ok(());
+    };
+    let std = std_lib();
+    if lib.types.iter().any(|t| std.type_named(&t.name).is_some()) {
+        return Ok(()); // the loader always adds std: a load error
+    }
+    let nondeterministic = lib
+        .member_refs
+        .iter()
+        .any(|m| matches!(m.name.as_str(), "start" | "join" | "clock_ns"));
+    let files = vec!["std.kasm".to_string(), "fuzz.klib".to_string()];
+    let Ok(program) = Program::new(vec![std.clone(), lib]) else {
+        return Ok(());
+    };
+    if verify::verify_program(&program, &files).is_err() {
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("kiln-fuzz-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("run: {e}"))?;
+    let file = dir.join("fuzz.klib");
+    std::fs::write(&file, bytes).map_err(|e| format!("run: {e}"))?;
+    RUN_EXECUTED.fetch_add(1, Ordering::Relaxed);
+    // Every fourth library runs its JIT child with a collection at every
+    // allocation (the outputs must still agree).
+    let gc_stress = fnv(bytes).is_multiple_of(4);
+    let interp = run_child(&file, "0", false)?;
+    let jit = run_child(&file, "1", gc_stress)?;
+    if interp.code.is_none() || jit.code.is_none() {
+        RUN_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    let overflow = |r: &ChildRun| r.stderr.contains("StackOverflowException");
+    if nondeterministic || overflow(&interp) || overflow(&jit) {
+        return Ok(());
+    }
+    RUN_COMPARED.fetch_add(1, Ordering::Relaxed);
+    if interp.code != jit.code || interp.stdout != jit.stdout || interp.stderr != jit.stderr {
+        return Err(format!(
+            "run: interpreter and JIT disagree: exit {:?} / {:?}\n--- interp stdout ---\n{}\n--- jit stdout ---\n{}\n--- interp stderr ---\n{}\n--- jit stderr ---\n{}",
+            interp.code,
+            jit.code,
+            String::from_utf8_lossy(&interp.stdout[..interp.stdout.len().min(2000)]),
+            String::from_utf8_lossy(&jit.stdout[..jit.stdout.len().min(2000)]),
+            &interp.stderr[..interp.stderr.len().min(2000)],
+            &jit.stderr[..jit.stderr.len().min(2000)],
+        ));
+    }
+    Ok(())
 }
 
 /// Instruction equality by encoding (so NaN operands compare equal).
@@ -1586,6 +1750,7 @@ fn target_fn(name: &str) -> Option<TargetFn> {
         "reader" => Some(target_reader),
         "assembler" => Some(target_assembler),
         "verifier" => Some(target_verifier),
+        "run" => Some(target_run),
         _ => None,
     }
 }
@@ -1640,8 +1805,14 @@ fn fuzz(target: &'static str, iters: u64, seed: u64, seeds: &Seeds) -> Report {
         .filter_map(|b| format::read(b).ok())
         .collect();
     let started = Instant::now();
-    // The seeds themselves first.
-    for s in corpus.clone() {
+    // The seeds themselves first (not for `run`: jit-tests already runs
+    // every seed in both modes).
+    let seed_pass = if target == "run" {
+        Vec::new()
+    } else {
+        corpus.clone()
+    };
+    for s in seed_pass {
         if let Some((k, m)) = run_one(target, &s, &f) {
             report.record(target, &s, k, m);
         }
@@ -1728,10 +1899,16 @@ fn fuzz(target: &'static str, iters: u64, seed: u64, seeds: &Seeds) -> Report {
             }
         }
     }
-    let verified = if target == "verifier" {
-        format!(", {} verified", VERIFY_OK.load(Ordering::Relaxed))
-    } else {
-        String::new()
+    let verified = match target {
+        "verifier" => format!(", {} verified", VERIFY_OK.load(Ordering::Relaxed)),
+        "run" => format!(
+            ", {} verified and run in both modes, {} of them hit the {:?} bound, {} compared",
+            RUN_EXECUTED.load(Ordering::Relaxed),
+            RUN_TIMEOUTS.load(Ordering::Relaxed),
+            run_bound(),
+            RUN_COMPARED.load(Ordering::Relaxed)
+        ),
+        _ => String::new(),
     };
     eprintln!(
         "fuzz {target}: {} inputs ({} accepted by the {}{verified}), {} distinct findings, {:.1?}, seed {seed}",
@@ -1757,7 +1934,7 @@ fn regression_files() -> Vec<PathBuf> {
 /// Target named by a file's name prefix (`reader-…`, `assembler-…`, `verifier-…`).
 fn target_of(p: &Path) -> Option<&'static str> {
     let name = p.file_name()?.to_str()?;
-    ["reader", "assembler", "verifier"]
+    ["reader", "assembler", "verifier", "run"]
         .into_iter()
         .find(|t| name.starts_with(&format!("{t}-")))
 }
@@ -1765,7 +1942,7 @@ fn target_of(p: &Path) -> Option<&'static str> {
 fn replay(p: &Path) -> Result<(), Failed> {
     start_watchdog();
     let target =
-        target_of(p).ok_or("file name must start with reader-, assembler- or verifier-")?;
+        target_of(p).ok_or("file name must start with reader-, assembler-, verifier- or run-")?;
     let input = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
     let f = target_fn(target).unwrap();
     match run_one(target, &input, &f) {
@@ -1790,14 +1967,16 @@ fn main() {
     let seed = env_u64("KILN_FUZZ_SEED").unwrap_or(1);
     let iters_env = env_u64("KILN_FUZZ_ITERS");
     let mut trials = Vec::new();
-    for target in ["reader", "assembler", "verifier"] {
+    for target in ["reader", "assembler", "verifier", "run"] {
         if only.as_deref().is_some_and(|o| o != target) {
             continue;
         }
-        // Defaults: a few seconds per target in the debug profile.
+        // Defaults: a few seconds per target in the debug profile (`run`
+        // starts two processes per library that verifies).
         let default = match target {
             "reader" => 20_000,
             "assembler" => 5_000,
+            "run" => 600,
             _ => 5_000,
         };
         let iters = iters_env.unwrap_or(default);

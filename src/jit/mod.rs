@@ -15,7 +15,8 @@
 //! - a method is compiled at most once: compilation runs under one lock and
 //!   re-checks the slot (double-checked), so racing first calls compile once;
 //! - a slot only ever changes from the stub to final code (machine code, or
-//!   the interpreter adapter if compilation failed), never back;
+//!   the interpreter adapter if compilation failed or the method is larger
+//!   than [`MAX_JIT_CODE_SIZE`]), never back;
 //! - code pages are never writable and executable at once (cranelift-jit
 //!   writes them RW and `finalize_definitions` turns them RX);
 //! - no Rust panic unwinds through compiled frames: helpers are `extern "C"`
@@ -38,6 +39,14 @@ use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
+
+/// Methods with more bytecode than this run in the interpreter instead of
+/// being compiled (like HotSpot's huge-method limit): the compiler's time and
+/// memory grow much faster with method size than the interpreter's, so a
+/// hostile library with one enormous method (a switch with millions of
+/// targets) could otherwise make the first call take minutes and gigabytes.
+/// No `kasm` program a person writes comes near it.
+pub const MAX_JIT_CODE_SIZE: u32 = 256 * 1024;
 
 /// Cranelift flags shared by the host JIT and cross-compilation.
 pub fn flags() -> settings::Flags {
@@ -217,6 +226,11 @@ impl Jit {
         let cur = mh.entry.load(Ordering::Acquire);
         if cur != jit_compile_stub as *const () as usize {
             return cur; // another thread compiled it while we waited
+        }
+        if mh.code_size > MAX_JIT_CODE_SIZE {
+            let entry = crate::interp::interp_entry as *const () as usize;
+            mh.entry.store(entry, Ordering::Release);
+            return entry;
         }
         let name = rt.method_name(mh);
         let r = catch_unwind(AssertUnwindSafe(|| self.compile(&mut c, rt, mh, &name)));

@@ -979,7 +979,15 @@ impl<'a, 'f> Tx<'a, 'f> {
                 return Ok(false);
             }
             I::Leave(target) => {
-                let goto = self.goto.ok_or("leave in a method without regions")?;
+                let Some(goto) = self.goto else {
+                    // No protected region in the method (the verifier allows
+                    // that): `leave` is a branch that empties the stack.
+                    let blk = self.block_at(target as usize)?;
+                    self.back_edge_poll(i, target as usize)?;
+                    self.stack.clear();
+                    self.b.ins().jump(blk, &[]);
+                    return Ok(false);
+                };
                 self.back_edge_poll(i, target as usize)?;
                 let (t, m, s) = (self.env.thread, self.env.method, self.eh_slot_addr());
                 let from = self.b.ins().iconst(types::I32, i as i64);

@@ -460,17 +460,20 @@ impl<'a> Verifier<'a, '_> {
                 st.push(V::Ref(TypeSig::class(STRING)));
             }
             (Operand::Var(n), Op::Ldarg | Op::Ldloc | Op::Starg | Op::Stloc) => {
-                let (what, vars): (&'static str, Vec<&TypeSig>) =
-                    if matches!(op, Op::Ldarg | Op::Starg) {
-                        ("argument", self.args.iter().collect())
-                    } else {
-                        ("local", self.m.locals.iter().map(|l| &l.ty).collect())
-                    };
-                let Some(t) = vars.get(*n as usize).map(|t| (*t).clone()) else {
+                // Indexed directly: collecting the variables here made every
+                // access O(locals), quadratic for methods with many locals.
+                let (what, ty, count) = if matches!(op, Op::Ldarg | Op::Starg) {
+                    let t = self.args.get(*n as usize).cloned();
+                    ("argument", t, self.args.len())
+                } else {
+                    let t = self.m.locals.get(*n as usize).map(|l| l.ty.clone());
+                    ("local", t, self.m.locals.len())
+                };
+                let Some(t) = ty else {
                     self.err(K::BadVarIndex {
                         what,
                         index: *n,
-                        count: vars.len(),
+                        count,
                     });
                     return Err(Stop);
                 };

@@ -1008,6 +1008,7 @@ impl<'a> MethodGen<'a> {
                 0
             }, // throw
             1,                          // misc
+            if self.can_afford(40) { 2 } else { 0 }, // allocation-heavy
         ];
         match self.rng.weighted(&w) {
             0 => self.assign(d),
@@ -1021,7 +1022,8 @@ impl<'a> MethodGen<'a> {
             8 => self.atomic_stmt(),
             9 => self.object_stmt(),
             10 => self.throw_stmt(),
-            _ => self.misc_stmt(),
+            11 => self.misc_stmt(),
+            _ => self.alloc_stmt(),
         }
     }
 
@@ -1457,6 +1459,181 @@ impl<'a> MethodGen<'a> {
                 self.emit("ldnull");
                 self.emit("ceq");
                 self.emit("call P::b");
+            }
+        }
+    }
+
+    /// A counted loop `for i in 0..n` around `body` (which may use `i`);
+    /// `i` is a fresh local.
+    fn counted(&mut self, n: u32, body: impl FnOnce(&mut Self, &str)) {
+        let i = self.new_local("i", "i32");
+        let head = self.new_label();
+        self.emit("ldc.i32 0");
+        self.emit(format!("stloc {i}"));
+        self.emit_label(&head);
+        body(self, &i);
+        self.emit(format!("ldloc {i}"));
+        self.emit("ldc.i32 1");
+        self.emit("add");
+        self.emit(format!("stloc {i}"));
+        self.emit(format!("ldloc {i}"));
+        self.emit(format!("ldc.i32 {n}"));
+        self.emit(format!("blt {head}"));
+    }
+
+    /// Allocation-heavy statements (GC stress): arrays of objects filled in a
+    /// loop and read back through virtual calls, churn of short-lived arrays
+    /// with every seventh kept alive, arrays of arrays, and string building.
+    /// Everything allocated is reachable only from locals and the stack.
+    fn alloc_stmt(&mut self) {
+        // Objects only where the context has the classes (as object_stmt).
+        match self.rng.below(4) {
+            0 if !self.objs.is_empty() => {
+                let n = self.rng.range(1, 12);
+                self.add_cost(u64::from(n) * 4);
+                let ra = self.new_local("ra", "Base[]");
+                let s = self.new_local("s", "i32");
+                self.emit(format!("ldc.i32 {n}"));
+                self.emit("newarr Base");
+                self.emit(format!("stloc {ra}"));
+                let old = self.mult;
+                self.mult *= u64::from(n);
+                self.counted(n, |g, i| {
+                    g.emit(format!("ldloc {ra}"));
+                    g.emit(format!("ldloc {i}"));
+                    g.new_object();
+                    g.emit("stelem Base");
+                });
+                self.mult = old;
+                self.emit("ldc.i32 0");
+                self.emit(format!("stloc {s}"));
+                self.counted(n, |g, i| {
+                    g.emit(format!("ldloc {s}"));
+                    g.emit(format!("ldloc {ra}"));
+                    g.emit(format!("ldloc {i}"));
+                    g.emit("ldelem Base");
+                    g.emit("callvirt Base::tag");
+                    g.emit(format!("ldloc {i}"));
+                    g.emit("mul");
+                    g.emit("add");
+                    g.emit(format!("stloc {s}"));
+                });
+                self.emit(format!("ldloc {s}"));
+                self.emit("call P::i");
+            }
+            0 | 1 => {
+                let n = self.rng.range(10, 200);
+                self.add_cost(u64::from(n) / 4);
+                let acc = self.new_local("acc", "i64");
+                let keep = self.new_local("keep", "i64[]");
+                let t = self.new_local("t", "i64[]");
+                let mask = *self.rng.pick(&[3, 31, 255]);
+                self.emit("ldc.i64 0");
+                self.emit(format!("stloc {acc}"));
+                self.counted(n, |g, i| {
+                    let skip = g.new_label();
+                    g.emit(format!("ldloc {i}"));
+                    g.emit(format!("ldc.i32 {mask}"));
+                    g.emit("and");
+                    g.emit("ldc.i32 1");
+                    g.emit("add");
+                    g.emit("newarr i64");
+                    g.emit(format!("stloc {t}"));
+                    g.emit(format!("ldloc {t}"));
+                    g.emit("ldc.i32 0");
+                    g.emit(format!("ldloc {i}"));
+                    g.emit("conv.i64");
+                    g.emit("stelem i64");
+                    g.emit(format!("ldloc {i}"));
+                    g.emit("ldc.i32 7");
+                    g.emit("rem");
+                    g.emit(format!("brtrue {skip}"));
+                    g.emit(format!("ldloc {t}"));
+                    g.emit(format!("stloc {keep}"));
+                    g.emit_label(&skip);
+                    g.emit(format!("ldloc {acc}"));
+                    g.emit(format!("ldloc {t}"));
+                    g.emit("ldlen");
+                    g.emit("conv.i64");
+                    g.emit("add");
+                    g.emit(format!("ldloc {keep}"));
+                    g.emit("ldc.i32 0");
+                    g.emit("ldelem i64");
+                    g.emit("mul");
+                    g.emit(format!("stloc {acc}"));
+                });
+                self.emit(format!("ldloc {acc}"));
+                self.emit("call P::l");
+            }
+            2 => {
+                let (n, m) = (self.rng.range(1, 8), self.rng.range(1, 8));
+                self.add_cost(u64::from(n * m));
+                let aa = self.new_local("aa", "f64[][]");
+                let sum = self.new_local("sum", "f64");
+                self.emit(format!("ldc.i32 {n}"));
+                self.emit("newarr f64[]");
+                self.emit(format!("stloc {aa}"));
+                self.counted(n, |g, i| {
+                    g.emit(format!("ldloc {aa}"));
+                    g.emit(format!("ldloc {i}"));
+                    g.emit(format!("ldc.i32 {m}"));
+                    g.emit("newarr f64");
+                    g.emit("stelem f64[]");
+                    g.emit(format!("ldloc {aa}"));
+                    g.emit(format!("ldloc {i}"));
+                    g.emit("ldelem f64[]");
+                    g.emit(format!("ldloc {i}"));
+                    g.emit(format!("ldc.i32 {m}"));
+                    g.emit("rem");
+                    g.emit(format!("ldloc {i}"));
+                    g.emit("conv.f64");
+                    g.emit("ldc.f64 0.5");
+                    g.emit("mul");
+                    g.emit("stelem f64");
+                });
+                self.emit("ldc.f64 0.0");
+                self.emit(format!("stloc {sum}"));
+                self.counted(n, |g, i| {
+                    g.emit(format!("ldloc {sum}"));
+                    g.emit(format!("ldloc {aa}"));
+                    g.emit(format!("ldloc {i}"));
+                    g.emit("ldelem f64[]");
+                    g.emit(format!("ldloc {i}"));
+                    g.emit(format!("ldc.i32 {m}"));
+                    g.emit("rem");
+                    g.emit("ldelem f64");
+                    g.emit("add");
+                    g.emit(format!("stloc {sum}"));
+                });
+                self.emit(format!("ldloc {sum}"));
+                self.emit("call P::d");
+            }
+            _ => {
+                let n = self.rng.range(2, 40);
+                self.add_cost(u64::from(n) / 2);
+                let st = self.new_local("str", "string");
+                self.emit("ldstr \"\"");
+                self.emit(format!("stloc {st}"));
+                self.counted(n, |g, i| {
+                    let ok = g.new_label();
+                    g.emit(format!("ldloc {st}"));
+                    g.emit(format!("ldloc {i}"));
+                    g.emit("conv.i64");
+                    g.emit("call Std::str_i64");
+                    g.emit("call Std::concat");
+                    g.emit(format!("stloc {st}"));
+                    g.emit(format!("ldloc {st}"));
+                    g.emit("call Std::len");
+                    g.emit("ldc.i32 24");
+                    g.emit(format!("ble {ok}"));
+                    g.emit(format!("ldloc {i}"));
+                    g.emit("conv.i64");
+                    g.emit("call Std::str_i64");
+                    g.emit(format!("stloc {st}"));
+                    g.emit_label(&ok);
+                });
+                self.emit(format!("ldloc {st}"));
+                self.emit("call Std::println");
             }
         }
     }

@@ -1,0 +1,534 @@
+//! Hostile inputs too large to check in as `jit-tests/` files, generated
+//! here, and the W^X check of the JIT's code pages.
+//!
+//! Every generated program runs through the real `kiln` binary in both
+//! execution modes (and with `KILN_GC_STRESS=1` where that stays cheap); each
+//! run must finish within a time bound with a bounded peak resident set
+//! (measured per child with `wait4`), with the expected output or a clean
+//! load error. Libraries are assembled in-process and written as `.klib`
+//! files, so the runs measure loading, verification and execution rather than
+//! the assembler.
+//!
+//! - `switch_million_targets`: one `switch` with 1,000,000 targets (a 4 MB
+//!   method: the JIT leaves it to the interpreter, `jit::MAX_JIT_CODE_SIZE`);
+//! - `locals_max_recursion`: a method with 65,535 locals (the most an operand
+//!   can name) recursing until `StackOverflowException`;
+//! - `locals_many_straight_line`: 60,000 locals touched by 240,000
+//!   instructions (verification is linear in code size);
+//! - `nested_try_max` / `nested_try_over_limit`: 1,024 nested `.try/finally`
+//!   blocks that an exception passes through, and one more (a load error);
+//! - `many_classes`: 20,000 classes;
+//! - `many_fields`: 100,000 instance and 100,000 static fields, 2,000
+//!   objects of 800 KB allocated (the collector reclaims them);
+//! - `count_fields_claim_millions`: every aligned 32-bit field of a real
+//!   library overwritten with huge counts (2^24, 2^31−1, 2^32−1): the reader
+//!   answers at once with an error (or a valid library) and allocates little
+//!   (a counting global allocator measures it);
+//! - `wx_never_during_compilation`: the JIT compiles 3,000 methods in-process
+//!   while another thread samples `/proc/self/maps`; no mapping may ever be
+//!   writable and executable.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Counts the bytes allocated and freed by each thread (thread-local, so the
+/// tests running in parallel do not disturb each other's figures) and the
+/// thread's peak of net allocation since the last [`reset_peak`].
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn reset_peak() -> isize {
+    let live = LIVE.with(Cell::get);
+    PEAK.with(|p| p.set(live));
+    live
+}
+
+fn peak() -> isize {
+    PEAK.with(Cell::get)
+}
+
+// SAFETY: forwards to the system allocator unchanged; only counts (in
+// const-initialised thread-locals, which never allocate).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc(l) };
+        if !p.is_null() {
+            let _ = LIVE.try_with(|c| {
+                let now = c.get() + l.size() as isize;
+                c.set(now);
+                let _ = PEAK.try_with(|pk| pk.set(pk.get().max(now)));
+            });
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        let _ = LIVE.try_with(|c| c.set(c.get() - l.size() as isize));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kiln-hardening-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d.join(name)
+}
+
+/// Assembles `src` in-process and writes the `.klib`.
+fn klib(name: &str, src: &str) -> PathBuf {
+    let lib = kiln::asm::assemble(src, name)
+        .unwrap_or_else(|e| panic!("generated program {name} does not assemble: {}", e[0]));
+    let path = scratch(&format!("{name}.klib"));
+    std::fs::write(&path, kiln::format::write(&lib)).expect("write klib");
+    path
+}
+
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    max_rss_kib: i64,
+    elapsed: Duration,
+}
+
+/// Runs `kiln run FILE` with `env`, killed after `limit`; the peak resident
+/// set comes from `wait4`.
+fn run(file: &Path, env: &[(&str, &str)], limit: Duration) -> Outcome {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let out = scratch(&format!("run{}.out", RUNS.fetch_add(1, Ordering::Relaxed)));
+    let err = out.with_extension("err");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.arg("run").arg(file).stdin(Stdio::null());
+    cmd.stdout(std::fs::File::create(&out).expect("out"));
+    cmd.stderr(std::fs::File::create(&err).expect("err"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let start = Instant::now();
+    // Reaped below with `wait4` (for its rusage), not `Child::wait`.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd.spawn().expect("spawn kiln");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to fill.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: pid is our child; status and ru are valid for writes.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        if r == pid {
+            break;
+        }
+        assert!(r == 0, "wait4 failed");
+        if start.elapsed() > limit {
+            // SAFETY: pid is our own unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: as above.
+            unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+            panic!("{} {env:?}: no result within {limit:?}", file.display());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let elapsed = start.elapsed();
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        panic!(
+            "{} {env:?}: killed by signal {}",
+            file.display(),
+            libc::WTERMSIG(status)
+        );
+    };
+    let read =
+        |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    let o = Outcome {
+        code,
+        stdout: read(&out),
+        stderr: read(&err),
+        max_rss_kib: ru.ru_maxrss,
+        elapsed,
+    };
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(&err);
+    o
+}
+
+const MODES: &[&[(&str, &str)]] = &[&[("KILN_JIT", "0")], &[("KILN_JIT", "1")]];
+const GCSTRESS: &[&[(&str, &str)]] = &[
+    &[("KILN_JIT", "0"), ("KILN_GC_STRESS", "1")],
+    &[("KILN_JIT", "1"), ("KILN_GC_STRESS", "1")],
+];
+
+/// Runs `file` in `modes`, requiring exit `code`, exactly `stdout`, `stderr`
+/// containing `stderr_has`, within `limit` and `rss_mib`.
+fn expect(
+    file: &Path,
+    modes: &[&[(&str, &str)]],
+    code: i32,
+    stdout: &str,
+    stderr_has: &str,
+    limit: Duration,
+    rss_mib: i64,
+) {
+    for env in modes {
+        let o = run(file, env, limit);
+        let what = format!("{} {env:?}", file.display());
+        assert_eq!(o.code, code, "{what}: exit code; stderr:\n{}", o.stderr);
+        assert_eq!(o.stdout, stdout, "{what}: stdout");
+        assert!(
+            o.stderr.contains(stderr_has),
+            "{what}: stderr lacks {stderr_has:?}:\n{}",
+            o.stderr
+        );
+        if stderr_has.is_empty() {
+            assert!(
+                o.stderr.is_empty(),
+                "{what}: unexpected stderr:\n{}",
+                o.stderr
+            );
+        }
+        assert!(
+            o.max_rss_kib < rss_mib * 1024,
+            "{what}: peak RSS {} KiB above {rss_mib} MiB",
+            o.max_rss_kib
+        );
+        eprintln!("{what}: {:?}, peak RSS {} KiB", o.elapsed, o.max_rss_kib);
+    }
+}
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[test]
+fn switch_million_targets() {
+    let n = 1_000_000;
+    let mut s = String::from(
+        ".library sw\n.class public Program {\n  .method public static f(x: i32) -> i32 {\n    ldarg x\n    switch (",
+    );
+    for i in 0..n {
+        s.push_str(if i == 0 { "L" } else { ",L" });
+    }
+    let _ = write!(
+        s,
+        ")\n    ldc.i32 -1\n    ret\n  L:\n    ldc.i32 7\n    ret\n  }}\n\
+         .method public static main() {{\n    ldc.i32 {}\n    call Program::f\n    conv.i64\n    call Std::str_i64\n    call Std::println\n\
+         ldc.i32 {n}\n    call Program::f\n    conv.i64\n    call Std::str_i64\n    call Std::println\n    ret\n  }}\n}}\n",
+        n - 1
+    );
+    let f = klib("switch_million_targets", &s);
+    expect(&f, MODES, 0, "7\n-1\n", "", LIMIT, 512);
+}
+
+fn locals_decl(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("l{i}: i64"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[test]
+fn locals_max_recursion() {
+    let n = 65535;
+    let src = format!(
+        ".library biglocals\n.class public Program {{\n  .field public static mutable depth: i64\n\
+         .method public static f(d: i64) -> i64 {{\n    .locals ({})\n    ldarg d\n    stsfld Program::depth\n\
+         ldarg d\n    stloc l{}\n    ldloc l{}\n    ldc.i64 1\n    add\n    call Program::f\n    ldloc l0\n    add\n    ret\n  }}\n\
+         .method public static main() {{\n    .try {{\n      ldc.i64 0\n      call Program::f\n      pop\n      leave done\n\
+         }} catch StackOverflowException {{\n      pop\n      ldstr \"caught StackOverflowException\"\n      call Std::println\n      leave done\n    }}\n\
+         done:\n    ldsfld Program::depth\n    ldc.i64 100\n    cgt\n    call Std::str_bool\n    call Std::println\n    ret\n  }}\n}}\n",
+        locals_decl(n),
+        n - 1,
+        n - 1
+    );
+    let f = klib("locals_max_recursion", &src);
+    let all: Vec<_> = MODES.iter().chain(GCSTRESS).copied().collect();
+    expect(
+        &f,
+        &all,
+        0,
+        "caught StackOverflowException\ntrue\n",
+        "",
+        LIMIT,
+        768,
+    );
+}
+
+#[test]
+fn locals_many_straight_line() {
+    let n = 60_000;
+    let mut body = String::new();
+    for i in 0..n {
+        let _ = write!(
+            body,
+            "    ldloc l{i}\n    ldc.i64 1\n    add\n    stloc l{}\n",
+            (i + 1) % n
+        );
+    }
+    let src = format!(
+        ".library manylocals\n.class public Program {{\n  .method public static f() -> i64 {{\n    .locals ({})\n    ldc.i64 1\n    stloc l0\n{body}    ldloc l0\n    ret\n  }}\n\
+         .method public static main() {{\n    call Program::f\n    call Std::str_i64\n    call Std::println\n    ret\n  }}\n}}\n",
+        locals_decl(n)
+    );
+    let f = klib("locals_many_straight_line", &src);
+    expect(&f, MODES, 0, &format!("{}\n", n + 1), "", LIMIT, 512);
+}
+
+fn nested_try(n: usize) -> String {
+    let mut s = String::from(
+        ".library nested\n.class public Program {\n  .field public static mutable finals: i64\n  .method public static inner() {\n",
+    );
+    for _ in 0..n {
+        s.push_str("    .try {\n");
+    }
+    s.push_str("    ldstr \"deep\"\n    newobj ArithmeticException::ctor\n    throw\n");
+    for _ in 0..n {
+        s.push_str("    } finally {\n      ldsfld Program::finals\n      ldc.i64 1\n      add\n      stsfld Program::finals\n      endfinally\n    }\n");
+    }
+    s.push_str(
+        "  }\n  .method public static main() {\n    .try {\n      call Program::inner\n      leave done\n    } catch ArithmeticException {\n      pop\n      leave done\n    }\n\
+         done:\n    ldsfld Program::finals\n    call Std::str_i64\n    call Std::println\n    ret\n  }\n}\n",
+    );
+    s
+}
+
+#[test]
+fn nested_try_max() {
+    let f = klib("nested_try_max", &nested_try(1023));
+    let all: Vec<_> = MODES.iter().chain(GCSTRESS).copied().collect();
+    expect(&f, &all, 0, "1023\n", "", LIMIT, 256);
+}
+
+#[test]
+fn nested_try_over_limit() {
+    let f = klib("nested_try_over_limit", &nested_try(1025));
+    expect(
+        &f,
+        MODES,
+        3,
+        "",
+        "too many exception handlers (1025, limit 1024)",
+        LIMIT,
+        256,
+    );
+}
+
+#[test]
+fn many_classes() {
+    let n = 20_000;
+    let mut s = String::from(".library many\n");
+    for i in 0..n {
+        let _ = writeln!(
+            s,
+            ".class public C{i} {{\n  .field public static mutable x: i64\n  .method public static f() -> i64 {{\n    ldc.i64 {i}\n    ret\n  }}\n}}"
+        );
+    }
+    s.push_str(".class public Program {\n  .method public static main() {\n    ldc.i64 0\n");
+    for i in (0..n).step_by(97) {
+        let _ = writeln!(s, "    call C{i}::f\n    add");
+    }
+    s.push_str("    call Std::str_i64\n    call Std::println\n    ret\n  }\n}\n");
+    let sum: u64 = (0..n as u64).step_by(97).sum();
+    let f = klib("many_classes", &s);
+    expect(&f, MODES, 0, &format!("{sum}\n"), "", LIMIT, 512);
+}
+
+#[test]
+fn many_fields() {
+    // 100,000 instance fields (800 KB objects, 2,000 of them allocated: the
+    // collector reclaims them) and 100,000 static fields.
+    let n = 100_000;
+    let mut s = String::from(".library fields\n.class public Big {\n");
+    for i in 0..n {
+        let _ = writeln!(
+            s,
+            "  .field public mutable f{i}: i64\n  .field public static mutable s{i}: i64"
+        );
+    }
+    let last = n - 1;
+    let _ = write!(
+        s,
+        "  .method public ctor() {{\n    ldarg this\n    ldc.i64 7\n    stfld Big::f{last}\n    ret\n  }}\n}}\n\
+         .class public Program {{\n  .method public static main() {{\n    .locals (b: Big, i: i32)\n  again:\n\
+         newobj Big::ctor\n    stloc b\n    ldloc i\n    ldc.i32 1\n    add\n    stloc i\n    ldloc i\n    ldc.i32 2000\n    blt again\n\
+         ldloc b\n    ldfld Big::f{last}\n    ldc.i64 42\n    stsfld Big::s{last}\n    ldsfld Big::s{last}\n    add\n\
+         call Std::str_i64\n    call Std::println\n    ret\n  }}\n}}\n"
+    );
+    let f = klib("many_fields", &s);
+    let all: Vec<_> = MODES.iter().chain(GCSTRESS).copied().collect();
+    expect(&f, &all, 0, "49\n", "", LIMIT, 512);
+}
+
+#[test]
+fn count_fields_claim_millions() {
+    let src = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("jit-tests/programs/fib.kasm"),
+    )
+    .expect("read fib.kasm");
+    let lib = kiln::asm::assemble(&src, "fib.kasm").expect("fib assembles");
+    let bytes = kiln::format::write(&lib);
+    let mut rejected = 0;
+    let mut tried = 0;
+    let mut max_grew = 0;
+    let start = Instant::now();
+    for at in (0..bytes.len().saturating_sub(3)).step_by(4) {
+        for v in [1u32 << 24, i32::MAX as u32, u32::MAX, 1_000_000] {
+            let mut b = bytes.clone();
+            b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            let base = reset_peak();
+            let t = Instant::now();
+            let r = kiln::format::read(&b);
+            let grew = (peak() - base) as usize;
+            tried += 1;
+            max_grew = max_grew.max(grew);
+            assert!(
+                grew < 64 * b.len() + (64 << 10),
+                "offset {at} = {v:#x}: the reader allocated {grew} bytes for a {}-byte file",
+                b.len()
+            );
+            assert!(
+                t.elapsed() < Duration::from_secs(2),
+                "offset {at} = {v:#x}: slow"
+            );
+            match r {
+                Err(e) => {
+                    rejected += 1;
+                    assert!(
+                        e.offset() <= b.len(),
+                        "offset {at}: error offset past the end"
+                    );
+                }
+                Ok(l) => assert_eq!(kiln::format::write(&l), b, "offset {at}: not canonical"),
+            }
+        }
+    }
+    assert!(rejected > 0, "no patched library was rejected");
+    eprintln!(
+        "{tried} patched libraries of {} bytes, {rejected} rejected, at most {max_grew} bytes allocated, {:?}",
+        bytes.len(),
+        start.elapsed()
+    );
+}
+
+/// Pages mapped writable and executable at once, from `/proc/self/maps`.
+fn wx_mappings() -> Vec<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    maps.lines()
+        .filter(|l| {
+            let perms = l.split_whitespace().nth(1).unwrap_or("");
+            perms.as_bytes().get(1) == Some(&b'w') && perms.as_bytes().get(2) == Some(&b'x')
+        })
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn wx_never_during_compilation() {
+    use kiln::runtime::{run_file, ExecMode, Options};
+    let n = 3000;
+    let mut s = String::from(".library wx\n.class public Program {\n");
+    let _ = writeln!(
+        s,
+        "  .method public static f0(x: i64) -> i64 {{\n    ldarg x\n    ret\n  }}"
+    );
+    for i in 1..n {
+        let _ = writeln!(
+            s,
+            "  .method public static f{i}(x: i64) -> i64 {{\n    ldarg x\n    ldc.i64 {i}\n    add\n    call Program::f{}\n    ret\n  }}",
+            i - 1
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  .method public static main() -> i32 {{\n    ldc.i64 0\n    call Program::f{}\n    ldc.i64 {}\n    ceq\n    ret\n  }}\n}}",
+        n - 1,
+        (n - 1) * n / 2
+    );
+    let path = scratch("wx.kasm");
+    std::fs::write(&path, &s).expect("write wx.kasm");
+
+    // The detector bites: a page mapped RWX by hand is reported.
+    // SAFETY: sysconf has no preconditions.
+    let len = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    // SAFETY: an anonymous private mapping with no address hint.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap RWX failed");
+    let seen = wx_mappings();
+    // SAFETY: unmapping the page mapped above.
+    unsafe { libc::munmap(p, len) };
+    let start = format!("{:x}-", p as usize);
+    assert!(
+        seen.iter().any(|l| l.starts_with(&start)),
+        "a hand-made RWX page was not detected: {seen:?}"
+    );
+    assert!(
+        wx_mappings().is_empty(),
+        "W+X mapping before the JIT ran: {:?}",
+        wx_mappings()
+    );
+    let stop = AtomicBool::new(false);
+    let samples = AtomicUsize::new(0);
+    let code = std::thread::scope(|sc| {
+        let sampler = sc.spawn(|| {
+            let mut bad = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                bad.extend(wx_mappings());
+                samples.fetch_add(1, Ordering::Relaxed);
+            }
+            bad
+        });
+        let opts = Options {
+            mode: ExecMode::Jit,
+            ..Options::default()
+        };
+        // main returns 1 when the sum is right.
+        let code = run_file(&path, &[], &opts);
+        stop.store(true, Ordering::Relaxed);
+        let bad = sampler.join().expect("sampler");
+        assert!(
+            bad.is_empty(),
+            "writable and executable mappings seen: {bad:?}"
+        );
+        code
+    });
+    assert_eq!(code, 1, "the generated program computed the wrong sum");
+    let samples = samples.load(Ordering::Relaxed);
+    assert!(
+        samples >= 10,
+        "only {samples} samples of /proc/self/maps were taken"
+    );
+    assert!(
+        wx_mappings().is_empty(),
+        "W+X mapping after the JIT ran: {:?}",
+        wx_mappings()
+    );
+    // The JIT did compile code: executable anonymous mappings exist now.
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    assert!(
+        maps.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            f.nth(1).is_some_and(|p| p.starts_with("r-x")) && f.nth(3).is_none()
+        }),
+        "no anonymous executable mapping: did the JIT run?"
+    );
+    eprintln!("{samples} samples of /proc/self/maps, none writable and executable");
+}
