@@ -163,6 +163,13 @@ struct Tx<'a, 'f> {
     /// that repeated `ldloc`s are one SSA value even though the frontend
     /// sees the exception checks in between as separate CLIF blocks.
     var_cache: HashMap<u32, Value>,
+    /// Locals assigned exactly once, from a fresh `newobj`/`newarr`, in the
+    /// method's straight-line entry block: local → the index of that store.
+    /// After it they are never null, and their frame slot (for the
+    /// collector) is written once, there ([`Tx::fresh_locals`]).
+    fresh: HashMap<u32, usize>,
+    /// The instruction being translated.
+    cur: usize,
 }
 
 impl<'a, 'f> Tx<'a, 'f> {
@@ -197,6 +204,8 @@ impl<'a, 'f> Tx<'a, 'f> {
             framed: true,
             nonnull: HashSet::new(),
             var_cache: HashMap::new(),
+            fresh: HashMap::new(),
+            cur: 0,
         }
     }
 
@@ -313,21 +322,25 @@ impl<'a, 'f> Tx<'a, 'f> {
         let mut starts = BTreeSet::new();
         starts.insert(0usize);
         let mut dyn_targets = BTreeSet::new();
+        let mut jump_targets = BTreeSet::new();
         let mut max_call_args = 0usize;
         for (i, ins) in self.code.insns.iter().enumerate() {
             match *ins {
                 I::Br(t) | I::Brtrue(t) | I::Brfalse(t) | I::BrCmp(_, t) => {
                     starts.insert(t as usize);
+                    jump_targets.insert(t as usize);
                     starts.insert(i + 1);
                 }
                 I::Leave(t) => {
                     starts.insert(t as usize);
+                    jump_targets.insert(t as usize);
                     dyn_targets.insert(t as usize);
                     starts.insert(i + 1);
                 }
                 I::Switch { start, len } => {
                     for k in start..start + len {
                         starts.insert(self.code.switch_targets[k as usize] as usize);
+                        jump_targets.insert(self.code.switch_targets[k as usize] as usize);
                     }
                     starts.insert(i + 1);
                 }
@@ -435,6 +448,13 @@ impl<'a, 'f> Tx<'a, 'f> {
                 self.env.store_invariant(&mut self.b, slot as u32, v);
             }
         }
+        let first_end = starts.range(1..).next().copied().unwrap_or(n);
+        self.fresh = self.fresh_locals(&jump_targets, first_end);
+        for s in self.fresh.keys().copied().collect::<Vec<_>>() {
+            // null until its one assignment (which stores the object)
+            let z = self.b.ins().iconst(PTR, 0);
+            self.env.store_invariant(&mut self.b, s, z);
+        }
         self.safepoint(frame::POS_ENTRY, SafepointKind::Poll, &[], &[])?;
         let b0 = *self.blocks.get(&0).ok_or("instruction 0 is unreachable")?;
         self.b.ins().jump(b0, &[]);
@@ -515,6 +535,7 @@ impl<'a, 'f> Tx<'a, 'f> {
                 open = false;
                 continue;
             }
+            self.cur = i;
             open = self.insn(i)?;
         }
         if open {
@@ -530,6 +551,9 @@ impl<'a, 'f> Tx<'a, 'f> {
         }
         let v = self.b.use_var(self.vars[s as usize]);
         self.var_cache.insert(s, v);
+        if self.fresh.get(&s).is_some_and(|&at| self.cur > at) {
+            self.nonnull.insert(v);
+        }
         v
     }
 
@@ -537,6 +561,48 @@ impl<'a, 'f> Tx<'a, 'f> {
     fn def_var(&mut self, s: u32, v: Value) {
         self.b.def_var(self.vars[s as usize], v);
         self.var_cache.insert(s, v);
+        if self.fresh.get(&s) == Some(&self.cur) {
+            // The only assignment: its value is in the frame from now on.
+            self.env.store_invariant(&mut self.b, s, v);
+        }
+    }
+
+    /// The locals of [`Tx::fresh`]: in a method without protected regions,
+    /// whose first bytecode block is entered only from the method entry
+    /// (no branch targets an instruction in it), a reference local with one
+    /// `stloc`, in that block, right after the `newobj`/`newarr` that made
+    /// its value. Every instruction after that store is reached only through
+    /// it, so the local is non-null there and holds the same object.
+    fn fresh_locals(
+        &self,
+        jump_targets: &BTreeSet<usize>,
+        first_end: usize,
+    ) -> HashMap<u32, usize> {
+        let mut out = HashMap::new();
+        if self.has_regions() || jump_targets.range(..first_end).next().is_some() {
+            return out;
+        }
+        let mut stores: HashMap<u32, Vec<usize>> = HashMap::new();
+        for (i, ins) in self.code.insns.iter().enumerate() {
+            if let I::St(s) | I::StU8(s) | I::StBool(s) = *ins {
+                stores.entry(s).or_default().push(i);
+            }
+        }
+        for (s, at) in stores {
+            if let [p] = at[..] {
+                let fresh_value =
+                    p > 0 && matches!(self.code.insns[p - 1], I::Newobj { .. } | I::Newarr(_));
+                if s >= self.code.nargs
+                    && p < first_end
+                    && fresh_value
+                    && matches!(self.code.insns[p], I::St(_))
+                    && self.ref_vars.contains(&s)
+                {
+                    out.insert(s, p);
+                }
+            }
+        }
+        out
     }
 
     fn eh_slot_addr(&mut self) -> Value {
@@ -1289,7 +1355,7 @@ pub enum Intrinsic {
 /// The intrinsic a call to `mh` is, if any: a native bound to exactly the
 /// runtime's own implementation (the same `NativeFn` the loader bound from
 /// `natives::NATIVES`), so a method that merely shares a name never matches.
-pub fn intrinsic(mh: *const MethodHandle) -> Option<Intrinsic> {
+fn intrinsic(mh: *const MethodHandle) -> Option<Intrinsic> {
     // SAFETY: `mh` is a live handle of the runtime's tables (resolved call target).
     let native = unsafe { mh.as_ref() }?.native?;
     let sqrt = crate::runtime::natives::lookup("Std", "sqrt")?;
