@@ -240,7 +240,11 @@ impl<'a, 'f> Tx<'a, 'f> {
                 is_ref.len()
             ));
         }
-        if !self.framed && is_ref.iter().any(|&r| r) {
+        // Without a record, only the entry poll may see references (the
+        // arguments, which the caller keeps; see `needs_frame_record`).
+        let refs_here =
+            is_ref.iter().any(|&r| r) || (pos != frame::POS_ENTRY && !self.ref_vars.is_empty());
+        if !self.framed && refs_here {
             return Err(format!(
                 "safepoint {pos:#x}: a reference in a frame without a record"
             ));
@@ -279,14 +283,41 @@ impl<'a, 'f> Tx<'a, 'f> {
     /// without one are invisible to the collector and to nothing else: the
     /// trace of a propagating exception is built by `jit_unwind` from the
     /// method handle, and the native stack limit still bounds recursion.
+    ///
+    /// A method whose only safepoint is the entry poll (no calls other than
+    /// intrinsics, no allocation, no backward branch) needs none either:
+    /// at that poll its only references are its arguments, which its caller
+    /// keeps (a compiled caller stores call arguments into its own record at
+    /// the call safepoint, an interpreted one holds them in its slots, a
+    /// native's come from its caller, and the host roots what it passes).
     fn needs_frame_record(&self) -> bool {
-        self.has_regions()
-            || !self.ref_vars.is_empty()
+        let holds_refs = !self.ref_vars.is_empty()
             || self.info.insns.iter().any(|v| {
                 v.stack.as_ref().is_some_and(|s| {
                     s.iter()
                         .any(|t| matches!(t, VType::Ref(_) | VType::Null | VType::Ptr))
                 })
+            });
+        self.has_regions() || (holds_refs && self.has_safepoint_after_entry())
+    }
+
+    /// Is there a safepoint besides the entry poll: a call through a slot,
+    /// an allocation or a backward branch (poll)?
+    fn has_safepoint_after_entry(&self) -> bool {
+        self.code
+            .insns
+            .iter()
+            .enumerate()
+            .any(|(i, ins)| match *ins {
+                I::Call { mh, .. } => intrinsic(mh).is_none(),
+                I::CallVirt { .. } | I::CallIface { .. } | I::Newobj { .. } | I::Newarr(_) => true,
+                I::Br(t) | I::Brtrue(t) | I::Brfalse(t) | I::BrCmp(_, t) | I::Leave(t) => {
+                    t as usize <= i
+                }
+                I::Switch { start, len } => {
+                    (start..start + len).any(|k| self.code.switch_targets[k as usize] as usize <= i)
+                }
+                _ => false,
             })
     }
 
