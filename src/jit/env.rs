@@ -127,6 +127,11 @@ pub struct FuncEnv {
     pub safepoints: Vec<(u32, SafepointKind, Vec<u32>)>,
     /// The polling page (None: no polls, e.g. `KILN_NO_POLLS=1` or no safepoints).
     pub poll_addr: Option<usize>,
+    /// Frame slots whose value never changes after entry (reference
+    /// arguments the method never assigns): stored once at entry
+    /// ([`FuncEnv::store_invariant`]) and then named at every safepoint
+    /// without being stored again.
+    invariant_slots: Vec<u32>,
     entry_sig: Option<SigRef>,
     helper_sigs: HashMap<Helper, SigRef>,
 }
@@ -144,6 +149,7 @@ impl FuncEnv {
             frame_top: None,
             safepoints: Vec::new(),
             poll_addr: None,
+            invariant_slots: Vec::new(),
             entry_sig: None,
             helper_sigs: HashMap::new(),
         }
@@ -223,7 +229,10 @@ impl FuncEnv {
 
     /// Reserve this method's frame record on the thread's value stack: a
     /// header (`frame::METHOD`, `POS`, `SIZE` with the `JIT` flag, `EH`)
-    /// followed by `slots` slots. Emits the "value stack exhausted"
+    /// followed by `slots` slots. (The translator skips this for methods
+    /// that never hold a reference and have no protected regions: the
+    /// collector has nothing to find in them, so they get no record and
+    /// their safepoints are bare polls.) Emits the "value stack exhausted"
     /// condition: branches to `overflow` (nothing pushed) or to `body`, where
     /// the caller then calls [`FuncEnv::init_frame`]. Sets [`FuncEnv::fp`].
     pub fn push_frame(
@@ -257,8 +266,12 @@ impl FuncEnv {
             .store(trusted(), top, self.thread, offsets::TC_VS_TOP as i32);
         let m = self.ptr_const(b, self.method_ptr(mh));
         b.ins().store(trusted(), m, fp, (frame::METHOD * 8) as i32);
-        let pos = b.ins().iconst(types::I64, frame::POS_ENTRY as i64);
-        b.ins().store(trusted(), pos, fp, (frame::POS * 8) as i32);
+        if self.poll_addr.is_none() {
+            // (With polls, the entry poll right after this stores the same
+            // position before anything can stop the thread.)
+            let pos = b.ins().iconst(types::I64, frame::POS_ENTRY as i64);
+            b.ins().store(trusted(), pos, fp, (frame::POS * 8) as i32);
+        }
         let size = b
             .ins()
             .iconst(types::I64, (slots as u64 | frame::JIT) as i64);
@@ -302,22 +315,52 @@ impl FuncEnv {
         if kind == SafepointKind::Poll && self.poll_addr.is_none() {
             return;
         }
-        let Some(fp) = self.fp else { return };
-        let p = b.ins().iconst(types::I64, pos as i64);
-        b.ins().store(trusted(), p, fp, (frame::POS * 8) as i32);
-        let mut slots = Vec::with_capacity(refs.len());
-        for &(slot, v) in refs {
-            let off = ((frame::HEADER_SLOTS + slot as usize) * 8) as i32;
-            b.ins().store(trusted(), v, fp, off);
-            slots.push(slot);
+        if let Some(fp) = self.fp {
+            self.record_site(b, fp, pos, kind, refs);
         }
-        self.safepoints.push((pos as u32, kind, slots));
         if kind == SafepointKind::Poll {
             if let Some(page) = self.poll_addr {
                 let a = self.ptr_const(b, page);
                 // Not `trusted`: this load may trap, so it is never removed.
                 b.ins().load(types::I8, MemFlagsData::new(), a, 0);
             }
+        }
+    }
+
+    /// The frame-record half of [`FuncEnv::safepoint`]: store `pos` and the
+    /// references, and record the site. Frames without a record (see
+    /// [`FuncEnv::push_frame`]) hold no references, so they have nothing to
+    /// store: the collector sees their caller's record, stopped at its call.
+    fn record_site(
+        &mut self,
+        b: &mut FunctionBuilder,
+        fp: Value,
+        pos: u64,
+        kind: SafepointKind,
+        refs: &[(u32, Value)],
+    ) {
+        let p = b.ins().iconst(types::I64, pos as i64);
+        b.ins().store(trusted(), p, fp, (frame::POS * 8) as i32);
+        let mut slots = Vec::with_capacity(refs.len());
+        for &(slot, v) in refs {
+            if !self.invariant_slots.contains(&slot) {
+                let off = ((frame::HEADER_SLOTS + slot as usize) * 8) as i32;
+                b.ins().store(trusted(), v, fp, off);
+            }
+            slots.push(slot);
+        }
+        self.safepoints.push((pos as u32, kind, slots));
+    }
+
+    /// Store `v`, the value that frame slot `slot` holds for the whole
+    /// method (an argument that is never assigned), into the frame record
+    /// once, at entry, before the first safepoint; later safepoints name the
+    /// slot without storing it.
+    pub fn store_invariant(&mut self, b: &mut FunctionBuilder, slot: u32, v: Value) {
+        if let Some(fp) = self.fp {
+            let off = ((frame::HEADER_SLOTS + slot as usize) * 8) as i32;
+            b.ins().store(trusted(), v, fp, off);
+            self.invariant_slots.push(slot);
         }
     }
 

@@ -43,7 +43,7 @@ use cranelift_codegen::ir::{
 };
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Switch, Variable};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 /// The CLIF type of a stack type.
@@ -117,6 +117,10 @@ pub fn translate_with_safepoints(
     let b = FunctionBuilder::new(&mut func, fctx);
     let mut tx = Tx::new(info, code, b, cc, var_types);
     tx.mh = Some(mh);
+    // The method being compiled is known: a constant instead of the entry
+    // parameter, which would otherwise occupy a callee-saved register for
+    // the whole body only to reach the cold exception paths.
+    tx.env.method = tx.b.ins().iconst(PTR, mh as *const MethodHandle as i64);
     tx.ref_vars = ref_vars;
     tx.env.poll_addr = poll_addr;
     tx.run()?;
@@ -147,6 +151,25 @@ struct Tx<'a, 'f> {
     mh: Option<&'a MethodHandle>,
     /// Argument/local slots of reference type (the method's `GcData`).
     ref_vars: Vec<u32>,
+    /// Does the frame have a record on the value stack? (decided at entry)
+    framed: bool,
+    /// Values known to be non-null at the current point: null-checked (or
+    /// allocated) earlier in the current bytecode basic block, whose CLIF
+    /// code is straight-line up to here apart from exception exits, so the
+    /// check dominates. Cleared at every block start.
+    nonnull: HashSet<Value>,
+    /// The current value of each argument/local read or written earlier in
+    /// the current bytecode basic block (cleared at every block start), so
+    /// that repeated `ldloc`s are one SSA value even though the frontend
+    /// sees the exception checks in between as separate CLIF blocks.
+    var_cache: HashMap<u32, Value>,
+    /// Locals assigned exactly once, from a fresh `newobj`/`newarr`, in the
+    /// method's straight-line entry block: local → the index of that store.
+    /// After it they are never null, and their frame slot (for the
+    /// collector) is written once, there ([`Tx::fresh_locals`]).
+    fresh: HashMap<u32, usize>,
+    /// The instruction being translated.
+    cur: usize,
 }
 
 impl<'a, 'f> Tx<'a, 'f> {
@@ -178,6 +201,11 @@ impl<'a, 'f> Tx<'a, 'f> {
             goto: None,
             mh: None,
             ref_vars: Vec::new(),
+            framed: true,
+            nonnull: HashSet::new(),
+            var_cache: HashMap::new(),
+            fresh: HashMap::new(),
+            cur: 0,
         }
     }
 
@@ -212,9 +240,18 @@ impl<'a, 'f> Tx<'a, 'f> {
                 is_ref.len()
             ));
         }
+        // Without a record, only the entry poll may see references (the
+        // arguments, which the caller keeps; see `needs_frame_record`).
+        let refs_here =
+            is_ref.iter().any(|&r| r) || (pos != frame::POS_ENTRY && !self.ref_vars.is_empty());
+        if !self.framed && refs_here {
+            return Err(format!(
+                "safepoint {pos:#x}: a reference in a frame without a record"
+            ));
+        }
         let mut refs = Vec::new();
         for &s in &self.ref_vars.clone() {
-            let v = self.b.use_var(self.vars[s as usize]);
+            let v = self.use_var(s);
             refs.push((s, v));
         }
         let base = self.code.nargs + self.code.nlocals;
@@ -244,7 +281,7 @@ impl<'a, 'f> Tx<'a, 'f> {
     /// method-entry poll). The fast path is a load of the word, a test and
     /// a branch to a cold block.
     fn interrupt_check(&mut self, at: Option<usize>) {
-        if self.env.poll_addr.is_none() || self.env.fp.is_none() {
+        if self.env.poll_addr.is_none() {
             return;
         }
         // A plain load is never merged with an earlier one: the safepoint
@@ -269,6 +306,52 @@ impl<'a, 'f> Tx<'a, 'f> {
         };
         self.b.ins().jump(tb, &targs);
         self.b.switch_to_block(cont);
+    }
+
+    /// Does this frame need a record on the value stack? Only if the
+    /// collector could find something in it: a reference-typed argument or
+    /// local, a reference on the evaluation stack at any reachable
+    /// instruction (which covers call arguments, `newobj` results, `ldstr`
+    /// and `ldnull`), or an exception state (protected regions). Frames
+    /// without one are invisible to the collector and to nothing else: the
+    /// trace of a propagating exception is built by `jit_unwind` from the
+    /// method handle, and the native stack limit still bounds recursion.
+    ///
+    /// A method whose only safepoint is the entry poll (no calls other than
+    /// intrinsics, no allocation, no backward branch) needs none either:
+    /// at that poll its only references are its arguments, which its caller
+    /// keeps (a compiled caller stores call arguments into its own record at
+    /// the call safepoint, an interpreted one holds them in its slots, a
+    /// native's come from its caller, and the host roots what it passes).
+    fn needs_frame_record(&self) -> bool {
+        let holds_refs = !self.ref_vars.is_empty()
+            || self.info.insns.iter().any(|v| {
+                v.stack.as_ref().is_some_and(|s| {
+                    s.iter()
+                        .any(|t| matches!(t, VType::Ref(_) | VType::Null | VType::Ptr))
+                })
+            });
+        self.has_regions() || (holds_refs && self.has_safepoint_after_entry())
+    }
+
+    /// Is there a safepoint besides the entry poll: a call through a slot,
+    /// an allocation or a backward branch (poll)?
+    fn has_safepoint_after_entry(&self) -> bool {
+        self.code
+            .insns
+            .iter()
+            .enumerate()
+            .any(|(i, ins)| match *ins {
+                I::Call { mh, .. } => intrinsic(mh).is_none(),
+                I::CallVirt { .. } | I::CallIface { .. } | I::Newobj { .. } | I::Newarr(_) => true,
+                I::Br(t) | I::Brtrue(t) | I::Brfalse(t) | I::BrCmp(_, t) | I::Leave(t) => {
+                    t as usize <= i
+                }
+                I::Switch { start, len } => {
+                    (start..start + len).any(|k| self.code.switch_targets[k as usize] as usize <= i)
+                }
+                _ => false,
+            })
     }
 
     fn stack_types(&self, i: usize) -> Option<Vec<Type>> {
@@ -303,21 +386,25 @@ impl<'a, 'f> Tx<'a, 'f> {
         let mut starts = BTreeSet::new();
         starts.insert(0usize);
         let mut dyn_targets = BTreeSet::new();
+        let mut jump_targets = BTreeSet::new();
         let mut max_call_args = 0usize;
         for (i, ins) in self.code.insns.iter().enumerate() {
             match *ins {
                 I::Br(t) | I::Brtrue(t) | I::Brfalse(t) | I::BrCmp(_, t) => {
                     starts.insert(t as usize);
+                    jump_targets.insert(t as usize);
                     starts.insert(i + 1);
                 }
                 I::Leave(t) => {
                     starts.insert(t as usize);
+                    jump_targets.insert(t as usize);
                     dyn_targets.insert(t as usize);
                     starts.insert(i + 1);
                 }
                 I::Switch { start, len } => {
                     for k in start..start + len {
                         starts.insert(self.code.switch_targets[k as usize] as usize);
+                        jump_targets.insert(self.code.switch_targets[k as usize] as usize);
                     }
                     starts.insert(i + 1);
                 }
@@ -370,23 +457,37 @@ impl<'a, 'f> Tx<'a, 'f> {
             self.b.ins().return_(&[z]);
         }
         self.b.switch_to_block(body);
-        // The frame record on the value stack (the collector's view of this frame).
+        // The frame record on the value stack (the collector's view of this
+        // frame), unless the method never holds a reference.
         let mh = self.mh.ok_or("no method handle")?;
-        let framed = self.b.create_block();
-        let vso = self.b.create_block();
-        self.b.set_cold_block(vso);
-        self.env
-            .push_frame(&mut self.b, self.code.frame_slots, framed, vso);
-        self.b.switch_to_block(vso);
-        {
-            let z = self.b.ins().iconst(types::I64, 0);
-            self.env.raise(&mut self.b, fc::VALUE_STACK_OVERFLOW, z, z);
-            // like the interpreter: the overflowing frame is not in the trace
-            self.b.ins().return_(&[z]);
+        self.framed = self.needs_frame_record();
+        if self.framed {
+            let framed = self.b.create_block();
+            let vso = self.b.create_block();
+            self.b.set_cold_block(vso);
+            self.env
+                .push_frame(&mut self.b, self.code.frame_slots, framed, vso);
+            self.b.switch_to_block(vso);
+            {
+                let z = self.b.ins().iconst(types::I64, 0);
+                self.env.raise(&mut self.b, fc::VALUE_STACK_OVERFLOW, z, z);
+                // like the interpreter: the overflowing frame is not in the trace
+                self.b.ins().return_(&[z]);
+            }
+            self.b.switch_to_block(framed);
+            self.env.init_frame(&mut self.b, mh, self.code.frame_slots);
         }
-        self.b.switch_to_block(framed);
-        self.env.init_frame(&mut self.b, mh, self.code.frame_slots);
         let narrow: BTreeMap<u32, Kind> = self.code.narrow_args.iter().copied().collect();
+        // Arguments the method assigns (the others keep their entry value).
+        let assigned: BTreeSet<u32> = self
+            .code
+            .insns
+            .iter()
+            .filter_map(|ins| match *ins {
+                I::St(s) | I::StU8(s) | I::StBool(s) => Some(s),
+                _ => None,
+            })
+            .collect();
         for (slot, &ty) in self.var_types.clone().iter().enumerate() {
             let var = self.b.declare_var(ty);
             self.vars.push(var);
@@ -404,6 +505,19 @@ impl<'a, 'f> Tx<'a, 'f> {
                 self.zero(ty)
             };
             self.b.def_var(var, v);
+            if slot < self.code.nargs as usize
+                && self.ref_vars.contains(&(slot as u32))
+                && !assigned.contains(&(slot as u32))
+            {
+                self.env.store_invariant(&mut self.b, slot as u32, v);
+            }
+        }
+        let first_end = starts.range(1..).next().copied().unwrap_or(n);
+        self.fresh = self.fresh_locals(&jump_targets, first_end);
+        for s in self.fresh.keys().copied().collect::<Vec<_>>() {
+            // null until its one assignment (which stores the object)
+            let z = self.b.ins().iconst(PTR, 0);
+            self.env.store_invariant(&mut self.b, s, z);
         }
         self.safepoint(frame::POS_ENTRY, SafepointKind::Poll, &[], &[])?;
         self.interrupt_check(None);
@@ -478,18 +592,82 @@ impl<'a, 'f> Tx<'a, 'f> {
                 }
                 self.b.switch_to_block(blk);
                 self.stack = self.b.block_params(blk).to_vec();
+                self.nonnull.clear();
+                self.var_cache.clear();
                 open = true;
             }
             if !open || self.info.insns[i].stack.is_none() {
                 open = false;
                 continue;
             }
+            self.cur = i;
             open = self.insn(i)?;
         }
         if open {
             return Err("control falls off the end of the method".into());
         }
         Ok(())
+    }
+
+    /// The value of argument/local `s` here.
+    fn use_var(&mut self, s: u32) -> Value {
+        if let Some(&v) = self.var_cache.get(&s) {
+            return v;
+        }
+        let v = self.b.use_var(self.vars[s as usize]);
+        self.var_cache.insert(s, v);
+        if self.fresh.get(&s).is_some_and(|&at| self.cur > at) {
+            self.nonnull.insert(v);
+        }
+        v
+    }
+
+    /// Assign argument/local `s`.
+    fn def_var(&mut self, s: u32, v: Value) {
+        self.b.def_var(self.vars[s as usize], v);
+        self.var_cache.insert(s, v);
+        if self.fresh.get(&s) == Some(&self.cur) {
+            // The only assignment: its value is in the frame from now on.
+            self.env.store_invariant(&mut self.b, s, v);
+        }
+    }
+
+    /// The locals of [`Tx::fresh`]: in a method without protected regions,
+    /// whose first bytecode block is entered only from the method entry
+    /// (no branch targets an instruction in it), a reference local with one
+    /// `stloc`, in that block, right after the `newobj`/`newarr` that made
+    /// its value. Every instruction after that store is reached only through
+    /// it, so the local is non-null there and holds the same object.
+    fn fresh_locals(
+        &self,
+        jump_targets: &BTreeSet<usize>,
+        first_end: usize,
+    ) -> HashMap<u32, usize> {
+        let mut out = HashMap::new();
+        if self.has_regions() || jump_targets.range(..first_end).next().is_some() {
+            return out;
+        }
+        let mut stores: HashMap<u32, Vec<usize>> = HashMap::new();
+        for (i, ins) in self.code.insns.iter().enumerate() {
+            if let I::St(s) | I::StU8(s) | I::StBool(s) = *ins {
+                stores.entry(s).or_default().push(i);
+            }
+        }
+        for (s, at) in stores {
+            if let [p] = at[..] {
+                let fresh_value =
+                    p > 0 && matches!(self.code.insns[p - 1], I::Newobj { .. } | I::Newarr(_));
+                if s >= self.code.nargs
+                    && p < first_end
+                    && fresh_value
+                    && matches!(self.code.insns[p], I::St(_))
+                    && self.ref_vars.contains(&s)
+                {
+                    out.insert(s, p);
+                }
+            }
+        }
+        out
     }
 
     fn eh_slot_addr(&mut self) -> Value {
@@ -570,6 +748,9 @@ impl<'a, 'f> Tx<'a, 'f> {
     }
 
     fn null_check(&mut self, v: Value, at: usize, what: &str) {
+        if !self.nonnull.insert(v) {
+            return; // already checked on every path to here
+        }
         let c = self.b.ins().icmp_imm_s(IntCC::Equal, v, 0);
         let w = self.b.ins().iconst(types::I64, null_what(what) as i64);
         self.fault_if(c, at, fc::NULL_IN, Some(w), None);
@@ -607,22 +788,22 @@ impl<'a, 'f> Tx<'a, 'f> {
                 self.stack.push(c);
             }
             I::Ld(s) => {
-                let v = self.b.use_var(self.vars[s as usize]);
+                let v = self.use_var(s);
                 self.stack.push(v);
             }
             I::St(s) => {
                 let v = self.pop()?;
-                self.b.def_var(self.vars[s as usize], v);
+                self.def_var(s, v);
             }
             I::StU8(s) => {
                 let v = self.pop()?;
                 let v = self.b.ins().band_imm_s(v, 0xFF);
-                self.b.def_var(self.vars[s as usize], v);
+                self.def_var(s, v);
             }
             I::StBool(s) => {
                 let v = self.pop()?;
                 let v = env::bool_of(&mut self.b, v);
-                self.b.def_var(self.vars[s as usize], v);
+                self.def_var(s, v);
             }
             I::Dup => {
                 let v = *self.stack.last().ok_or("dup on an empty stack")?;
@@ -780,6 +961,14 @@ impl<'a, 'f> Tx<'a, 'f> {
                 self.b.ins().return_(&[z]);
                 return Ok(false);
             }
+            I::Call { mh, .. } if intrinsic(mh) == Some(Intrinsic::SqrtF64) => {
+                // `Std::sqrt` is IEEE `sqrt` (correctly rounded, like
+                // `f64::sqrt` in the native): one instruction, no call, no
+                // safepoint (the native neither allocates nor throws).
+                let x = self.pop()?;
+                let r = self.b.ins().sqrt(x);
+                self.stack.push(r);
+            }
             I::Call {
                 mh,
                 nargs,
@@ -787,7 +976,7 @@ impl<'a, 'f> Tx<'a, 'f> {
                 this,
             } => {
                 let args = self.pop_n(nargs as usize)?;
-                if this {
+                if this && self.nonnull.insert(args[0]) {
                     let c = self.b.ins().icmp_imm_s(IntCC::Equal, args[0], 0);
                     let m = self.env.ptr_const(&mut self.b, mh as usize);
                     self.fault_if(c, i, fc::NULL_RECEIVER, Some(m), None);
@@ -835,6 +1024,7 @@ impl<'a, 'f> Tx<'a, 'f> {
                 all.extend(args);
                 let callee = self.env.ptr_const(&mut self.b, mh as usize);
                 self.emit_call(i, i as u64 | frame::POS_CTOR, callee, &all, false)?;
+                self.nonnull.insert(obj);
                 self.stack.push(obj);
             }
             I::Ldfld(off, k) => {
@@ -1225,6 +1415,24 @@ impl<'a, 'f> Tx<'a, 'f> {
             _ => return Err(format!("unexpected conversion {op}")),
         })
     }
+}
+
+/// Natives whose meaning is one CLIF instruction, compiled inline instead of
+/// called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Intrinsic {
+    /// `Std::sqrt(f64) -> f64`.
+    SqrtF64,
+}
+
+/// The intrinsic a call to `mh` is, if any: a native bound to exactly the
+/// runtime's own implementation (the same `NativeFn` the loader bound from
+/// `natives::NATIVES`), so a method that merely shares a name never matches.
+fn intrinsic(mh: *const MethodHandle) -> Option<Intrinsic> {
+    // SAFETY: `mh` is a live handle of the runtime's tables (resolved call target).
+    let native = unsafe { mh.as_ref() }?.native?;
+    let sqrt = crate::runtime::natives::lookup("Std", "sqrt")?;
+    (native as usize == sqrt as usize).then_some(Intrinsic::SqrtF64)
 }
 
 /// `atomic.load`/`atomic.store` on a field always use atomic accesses.
