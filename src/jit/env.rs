@@ -321,7 +321,16 @@ impl FuncEnv {
         if kind == SafepointKind::Poll {
             if let Some(page) = self.poll_addr {
                 let a = self.ptr_const(b, page);
-                // Not `trusted`: this load may trap, so it is never removed.
+                // A trapping load is still subject to Cranelift's redundant-
+                // load elimination: in a loop that stores nothing (a frame
+                // without a record), the back-edge poll would be replaced by
+                // the entry poll's value and removed, and so would the
+                // interrupt check after it, so the thread could never be
+                // stopped. `sequence_point` emits no code but is a memory
+                // fence to the alias analysis, so every poll (and the loads
+                // right after it) really happens.
+                b.ins().sequence_point();
+                // Not `trusted`: this load may trap.
                 b.ins().load(types::I8, MemFlagsData::new(), a, 0);
             }
         }
