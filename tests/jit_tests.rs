@@ -8,7 +8,8 @@
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// (test-name prefix, environment). A `-gcstress` mode is its base mode with
 /// `KILN_GC_STRESS=1` (a collection at every allocation); `;! mode: interp`
@@ -134,6 +135,75 @@ fn kiln() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
 }
 
+/// How long one `kiln run` of a case may take before it counts as hung:
+/// `KILN_TEST_TIMEOUT` seconds, default 300 (generous: GC-stress modes on a
+/// loaded 2-core machine are slow, but a hang must fail, not stall CI).
+fn case_timeout() -> Duration {
+    let secs = std::env::var("KILN_TEST_TIMEOUT")
+        .ok()
+        .map(|v| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| panic!("KILN_TEST_TIMEOUT={v:?}: expected whole seconds"))
+        })
+        .unwrap_or(300);
+    Duration::from_secs(secs)
+}
+
+/// `cmd.output()`, but the child is killed (and the case fails) if it runs
+/// longer than `limit`. Output is drained by threads so a chatty child
+/// cannot block on a full pipe.
+fn output_with_timeout(cmd: &mut Command, limit: Duration) -> Result<Output, Failed> {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "timed out after {} s (KILN_TEST_TIMEOUT); killed",
+                limit.as_secs()
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Ok(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}
+
 fn scratch_dir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("kiln-jit-tests-{}", std::process::id()));
     std::fs::create_dir_all(&d).expect("create scratch dir");
@@ -197,7 +267,7 @@ fn run_case(path: &Path, rel: &str, mode: &str, mode_env: &[(&str, &str)]) -> Re
     for (k, v) in &e.env {
         cmd.env(k, v);
     }
-    let o = cmd.output().map_err(|e| e.to_string())?;
+    let o = output_with_timeout(&mut cmd, case_timeout())?;
     let stdout = String::from_utf8_lossy(&o.stdout);
     let want: String = e.stdout.iter().map(|l| format!("{l}\n")).collect();
     let mut problems = Vec::new();
