@@ -196,9 +196,17 @@ fn loop_time(rt: &Runtime, name: &str, extra: &[u64], iters: u64) -> Duration {
     let mh = method(rt, name);
     let mut args = vec![iters];
     args.extend_from_slice(extra);
+    // The thread context and its attachment are set up outside the timing.
+    let mut ctx = ThreadCtx::new(rt, 8 << 20);
+    // SAFETY: `ctx` outlives the attachment guard, dropped at the end of this function.
+    let _att = unsafe { kiln::heap::gc::attach(rt, &mut ctx) };
     let t = Instant::now();
-    black_box(call(rt, mh, &args));
-    t.elapsed()
+    // SAFETY: a live handle of `rt`; `args` has its arguments.
+    let r = unsafe { call_method(&mut ctx, mh, args.as_ptr()) };
+    let elapsed = t.elapsed();
+    assert!(!ctx.has_pending(), "{name} threw");
+    black_box(r);
+    elapsed
 }
 
 fn config() -> Criterion {
