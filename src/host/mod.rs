@@ -211,9 +211,13 @@ impl Vm {
     /// location), [`Error::UnboundNative`], [`Error::NativeSignature`],
     /// [`Error::Setup`], or [`Error::Exception`] from a `cctor`.
     pub fn new(config: &Config, linker: &Linker, sources: &[Source]) -> Result<Vm, Error> {
-        let (program, files) = source::load_program(sources, true)?;
-        let verified =
-            crate::verify::verify_program(&program, &files).map_err(Error::Verification)?;
+        let (program, files) = source::load_program(sources)?;
+        // An embedded program need not have a `main`: the host calls in.
+        let no_main = crate::verify::VerifyOptions {
+            require_main: false,
+        };
+        let verified = crate::verify::verify_program_with(&program, &files, no_main)
+            .map_err(Error::Verification)?;
         let cell = Arc::new(std::sync::OnceLock::new());
         let host = linker.bind(&program, &files, &cell)?;
         let opts = config.opts.clone();

@@ -34,7 +34,7 @@ impl Metadata {
     /// Read `sources` and their imports. Errors: [`Error::Io`],
     /// [`Error::Format`], [`Error::Assembly`], [`Error::Link`].
     pub fn load(sources: &[Source]) -> Result<Metadata, Error> {
-        let (program, files) = load_program(sources, false)?;
+        let (program, files) = load_program(sources)?;
         Ok(Metadata { program, files })
     }
 
@@ -60,16 +60,12 @@ impl<'a> ProgramRef<'a> {
     pub fn libraries(&self) -> impl Iterator<Item = LibraryInfo<'a>> + 'a {
         let p = self.program;
         let files = self.files;
-        p.libs
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.name != super::source::ENTRY_STUB_NAME)
-            .map(move |(i, lib)| LibraryInfo {
-                program: p,
-                lib,
-                index: i as u32,
-                file: files.get(i).map(String::as_str).unwrap_or(""),
-            })
+        p.libs.iter().enumerate().map(move |(i, lib)| LibraryInfo {
+            program: p,
+            lib,
+            index: i as u32,
+            file: files.get(i).map(String::as_str).unwrap_or(""),
+        })
     }
 
     /// The library named `name`.

@@ -98,19 +98,9 @@ fn search_dirs(importer: Option<&Path>) -> Vec<PathBuf> {
     dirs
 }
 
-/// The library appended last to programs a [`Vm`](super::Vm) runs: the
-/// verifier requires the last library to define a static `main` (the
-/// entry point of `kiln run`), which embedded programs need not have.
-pub(crate) const ENTRY_STUB_NAME: &str = "kiln_host_entry";
-const ENTRY_STUB: &str = ".library kiln_host_entry\n.class public KilnHostEntry {\n .method public static main() {\n  ret\n }\n}\n";
-
 /// Read the sources and everything they import; returns the program (not
-/// verified) and the file label of each library. With `entry_stub`, the
-/// [`ENTRY_STUB_NAME`] library is appended last.
-pub(crate) fn load_program(
-    sources: &[Source],
-    entry_stub: bool,
-) -> Result<(Program, Vec<String>), Error> {
+/// verified) and the file label of each library.
+pub(crate) fn load_program(sources: &[Source]) -> Result<(Program, Vec<String>), Error> {
     let mut entries: Vec<Entry> = Vec::new();
     let mut errors = Vec::new();
     for s in sources {
@@ -223,11 +213,6 @@ pub(crate) fn load_program(
             libs.push(e.lib);
             files.push(e.file);
         }
-    }
-    if entry_stub {
-        let stub = crate::asm::assemble(ENTRY_STUB, ENTRY_STUB_NAME).map_err(Error::Assembly)?;
-        libs.push(stub);
-        files.push(ENTRY_STUB_NAME.to_string());
     }
     let names: Vec<(String, String)> = libs
         .iter()

@@ -597,17 +597,44 @@ impl fmt::Display for VerifyErrorKind {
     }
 }
 
-/// Verify every library of `program`. `files[i]` names the file of `program.libs[i]`.
+/// What the verifier requires of a whole program beyond each library's rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// The last (main) library must define exactly one static `main` with a
+    /// valid signature: the entry point of `kiln run`. Hosts that call
+    /// methods directly ([`crate::host::Vm`]) turn this off.
+    pub require_main: bool,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> VerifyOptions {
+        VerifyOptions { require_main: true }
+    }
+}
+
+/// Verify every library of `program` as a runnable program (it has a
+/// `main`). `files[i]` names the file of `program.libs[i]`.
 ///
 /// Returns every method body's typed instructions, or all errors found.
 pub fn verify_program(program: &Program, files: &[String]) -> Result<Verified, Vec<VerifyError>> {
+    verify_program_with(program, files, VerifyOptions::default())
+}
+
+/// [`verify_program`] with explicit [`VerifyOptions`].
+pub fn verify_program_with(
+    program: &Program,
+    files: &[String],
+    opts: VerifyOptions,
+) -> Result<Verified, Vec<VerifyError>> {
     let mut cx = Cx {
         p: program,
         files,
         errors: Vec::new(),
     };
     classes::check_classes(&mut cx);
-    classes::check_main(&mut cx);
+    if opts.require_main {
+        classes::check_main(&mut cx);
+    }
     let mut verified = Verified::default();
     for id in program.all_classes() {
         let def = program.def(id);

@@ -881,3 +881,25 @@ fn protected_access_from_subclass() {
         + MAIN;
     run(lib(&src)).expect("accepted");
 }
+
+#[test]
+fn require_main_is_an_option() {
+    let src = ".library nomain\n.class public C {\n  .method public static f() -> i32 {\n    ldc.i32 1\n    ret\n  }\n}\n";
+    let libs = vec![std_lib(), lib(src)];
+    let files = vec!["std.kasm".to_string(), "nomain.kasm".to_string()];
+    let p = Program::new(libs).expect("no duplicate classes");
+    let es = verify_program(&p, &files).expect_err("kiln run needs a main");
+    assert!(
+        es.iter().any(|e| e.kind == VerifyErrorKind::NoMain),
+        "{es:?}"
+    );
+    let opts = VerifyOptions {
+        require_main: false,
+    };
+    let v = verify_program_with(&p, &files, opts).expect("a host needs no main");
+    assert!(!v.methods.is_empty());
+    // The body is still verified without the main check.
+    let bad = ".library nomain\n.class public C {\n  .method public static f() -> i32 {\n    ret\n  }\n}\n";
+    let p = Program::new(vec![std_lib(), lib(bad)]).expect("no duplicate classes");
+    assert!(verify_program_with(&p, &files, opts).is_err());
+}
