@@ -214,26 +214,6 @@ pub(crate) fn load_program(sources: &[Source]) -> Result<(Program, Vec<String>),
             files.push(e.file);
         }
     }
-    let names: Vec<(String, String)> = libs
-        .iter()
-        .map(|l| l.name.clone())
-        .zip(files.iter().cloned())
-        .collect();
-    let program = Program::new(libs).map_err(|dups| {
-        Error::Link(
-            dups.into_iter()
-                .map(|d| LoadError::DuplicateClass {
-                    file: names
-                        .iter()
-                        .find(|(n, _)| *n == d.second)
-                        .map(|(_, f)| f.clone())
-                        .unwrap_or_default(),
-                    line: d.line,
-                    name: d.name,
-                    first: d.first,
-                })
-                .collect(),
-        )
-    })?;
+    let program = crate::runtime::load::link_program(libs, &files).map_err(Error::Link)?;
     Ok((program, files))
 }

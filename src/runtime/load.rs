@@ -257,15 +257,29 @@ pub fn load_verified(path: &Path) -> Result<(Program, Vec<String>, Verified), Ve
         return Err(l.errors);
     }
     let Loader { libs, files, .. } = l;
-    let lines: Vec<(String, String)> = libs
+    let program = link_program(libs, &files)?;
+    let verified = verify::verify_program(&program, &files)
+        .map_err(|es| es.into_iter().map(LoadError::Verify).collect::<Vec<_>>())?;
+    Ok((program, files, verified))
+}
+
+/// Link libraries (`files[i]` names the file of `libs[i]`) into a
+/// [`Program`]; a class defined twice is a [`LoadError::DuplicateClass`]
+/// naming the file of the second definition. Shared by the CLI loader and the
+/// host API.
+pub(crate) fn link_program(
+    libs: Vec<Library>,
+    files: &[String],
+) -> Result<Program, Vec<LoadError>> {
+    let names: Vec<(String, String)> = libs
         .iter()
         .map(|l| l.name.clone())
         .zip(files.iter().cloned())
         .collect();
-    let program = Program::new(libs).map_err(|dups| {
+    Program::new(libs).map_err(|dups| {
         dups.into_iter()
             .map(|d| LoadError::DuplicateClass {
-                file: lines
+                file: names
                     .iter()
                     .find(|(n, _)| *n == d.second)
                     .map(|(_, f)| f.clone())
@@ -274,11 +288,8 @@ pub fn load_verified(path: &Path) -> Result<(Program, Vec<String>, Verified), Ve
                 name: d.name,
                 first: d.first,
             })
-            .collect::<Vec<_>>()
-    })?;
-    let verified = verify::verify_program(&program, &files)
-        .map_err(|es| es.into_iter().map(LoadError::Verify).collect::<Vec<_>>())?;
-    Ok((program, files, verified))
+            .collect()
+    })
 }
 
 #[allow(clippy::result_large_err)] // signature fixed by the module interface
