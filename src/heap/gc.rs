@@ -238,6 +238,15 @@ impl Drop for Attached<'_> {
         if let Some(i) = v.iter().position(|&p| p == self.ctx) {
             v.swap_remove(i);
         }
+        // A detached context is not emptied by collections, so it must not
+        // keep cells a later sweep may hand out or unmap (its cells are
+        // reclaimed by the next sweep: their class pointer is null).
+        // SAFETY: the context outlives its attachment (`attach` contract),
+        // and it is no longer in the list, so no collector touches it.
+        unsafe {
+            (*(self.ctx as *mut ThreadCtx)).alloc_cache =
+                [std::ptr::null_mut(); super::CACHED_CLASSES]
+        };
         // the guard (if any) unregisters after the context left the list
     }
 }
@@ -308,6 +317,13 @@ pub fn collect(rt: &Runtime, why: Reason) -> Option<Collection> {
                 m.mark(o as *mut u8);
             }
             let attached = gc.attached.lock().unwrap_or_else(|e| e.into_inner());
+            // Empty every allocation cache before the sweep: cached cells
+            // look free (null class), so the sweep puts them back on the
+            // heap's free lists or unmaps their chunk.
+            for &c in attached.iter() {
+                (*(c as *mut ThreadCtx)).alloc_cache =
+                    [std::ptr::null_mut(); super::CACHED_CLASSES];
+            }
             for ti in threads {
                 if attached.contains(&ti.data) {
                     scan_thread(&*(ti.data as *const ThreadCtx), &mut m);

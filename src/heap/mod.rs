@@ -81,6 +81,8 @@ pub const STRING_DATA_OFFSET: usize = std::mem::size_of::<StrHeader>();
 pub const ARRAY_DATA_OFFSET: usize = std::mem::size_of::<ArrHeader>();
 /// Offset of the class pointer in an object.
 pub const OBJ_CLASS_OFFSET: usize = std::mem::offset_of!(ObjHeader, class);
+/// Offset of the `tags` word in an object (a free cell's next-cell link).
+pub const OBJ_TAGS_OFFSET: usize = std::mem::offset_of!(ObjHeader, tags);
 /// Offset of a string's `len`.
 pub const STRING_LEN_OFFSET: usize = std::mem::offset_of!(StrHeader, len);
 /// Offset of a string's `hash_code`.
@@ -222,6 +224,23 @@ unsafe impl Send for Heap {}
 // SAFETY: as above; the counters are atomic.
 unsafe impl Sync for Heap {}
 
+/// Size classes a thread keeps a private cache of free cells for
+/// ([`Heap::take_cells`], `ThreadCtx::alloc_cache`): the first
+/// `CACHED_CLASSES`, cells of up to 256 bytes.
+pub const CACHED_CLASSES: usize = 12;
+
+/// The cached size class of a plain object of `instance_size` bytes, if its
+/// cell is small enough to come from a thread's allocation cache.
+pub fn cached_class_of_object(instance_size: usize) -> Option<usize> {
+    class_of_size(instance_size.max(HEADER_SIZE)).filter(|&c| c < CACHED_CLASSES)
+}
+
+/// How many cells one refill of a thread's cache takes (about 4 KiB, at
+/// most 64 cells): one lock and one accounting update per batch.
+pub fn cache_batch(class: usize) -> usize {
+    (4096 / SIZE_CLASSES[class]).clamp(1, 64)
+}
+
 /// The size class of a small allocation of `n` bytes.
 fn class_of_size(n: usize) -> Option<usize> {
     if n > LARGE_OBJECT {
@@ -358,6 +377,86 @@ impl Heap {
             std::ptr::write_bytes(p, 0, SIZE_CLASSES[c]);
         }
         Ok(p)
+    }
+
+    /// Reserve and unlink up to `want` (at least 1) free cells of size class
+    /// `class` (`< CACHED_CLASSES`) for a thread's private allocation cache.
+    /// Returns the first cell and how many were taken; the cells are linked
+    /// through their `tags` word (the last one's is 0), their class pointer
+    /// is null (so a sweep counts them as free: every cache must be emptied
+    /// before a sweep, see `heap::gc::collect`), and the rest of each cell
+    /// holds garbage: the taker zeroes a cell when it hands it out. Their
+    /// bytes count in `used()` from now on (as allocated) until the next
+    /// sweep recounts. Fails, taking nothing, if not even one cell fits under
+    /// the limit or the system refuses a new chunk.
+    pub fn take_cells(&self, class: usize, want: usize) -> Result<(*mut u8, usize), HeapError> {
+        let cell = SIZE_CLASSES[class];
+        let limit_err = HeapError::LimitExceeded {
+            requested: cell as u64,
+            max: self.max,
+        };
+        let mut want = want.max(1);
+        // Reserve as many cells as fit under the limit (at least one).
+        let mut cur = self.used.load(Ordering::Relaxed);
+        loop {
+            let room = self.max.saturating_sub(cur) / cell;
+            if room == 0 {
+                return Err(limit_err);
+            }
+            want = want.min(room);
+            match self.used.compare_exchange_weak(
+                cur,
+                cur + want * cell,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(v) => cur = v,
+            }
+        }
+        let mut g = self.lock();
+        if g.free[class].is_null() {
+            let Some(m) = Mapping::new(CHUNK_SIZE) else {
+                drop(g);
+                self.used.fetch_sub(want * cell, Ordering::Relaxed);
+                return Err(HeapError::SystemOutOfMemory {
+                    requested: cell as u64,
+                });
+            };
+            let mut next: *mut u8 = std::ptr::null_mut();
+            for i in (0..CHUNK_SIZE / cell).rev() {
+                // SAFETY: cell i lies inside the fresh mapping.
+                unsafe {
+                    let p = m.start.add(i * cell);
+                    (*(p as *mut ObjHeader)).tags = next as u64;
+                    next = p;
+                }
+            }
+            g.free[class] = next;
+            g.chunks.push(Chunk { map: m, class });
+        }
+        let head = g.free[class];
+        let mut last = head;
+        let mut got = 1;
+        // SAFETY: every cell on the free list is a free cell of this class
+        // (class null, tags = next cell or 0); we unlink a prefix of it.
+        unsafe {
+            while got < want {
+                let next = (*(last as *mut ObjHeader)).tags as *mut u8;
+                if next.is_null() {
+                    break;
+                }
+                last = next;
+                got += 1;
+            }
+            g.free[class] = (*(last as *mut ObjHeader)).tags as *mut u8;
+            (*(last as *mut ObjHeader)).tags = 0;
+        }
+        drop(g);
+        if got < want {
+            self.used.fetch_sub((want - got) * cell, Ordering::Relaxed);
+        }
+        Ok((head, got))
     }
 
     /// Allocate a plain object of `class` (all fields zero).
@@ -697,6 +796,54 @@ mod tests {
         assert_eq!(class_of_size(17), Some(1));
         assert_eq!(class_of_size(8192), Some(NCLASSES - 1));
         assert_eq!(class_of_size(8193), None);
+    }
+
+    /// Walk a list of cells linked through `tags`.
+    fn cells(mut p: *mut u8) -> Vec<*mut u8> {
+        let mut v = Vec::new();
+        while !p.is_null() {
+            v.push(p);
+            // SAFETY: cells handed out by take_cells, linked through tags.
+            p = unsafe { (*(p as *const ObjHeader)).tags } as *mut u8;
+        }
+        v
+    }
+
+    #[test]
+    fn take_cells_reserves_links_and_respects_the_limit() {
+        let c = cached_class_of_object(24).unwrap();
+        assert_eq!(SIZE_CLASSES[c], 24);
+        assert_eq!(cached_class_of_object(257), None);
+        assert_eq!(cache_batch(c), 64);
+        // Room for 10 cells of 24 bytes only.
+        let h = Heap::new(240);
+        let (head, got) = h.take_cells(c, 64).unwrap();
+        assert_eq!(got, 10);
+        assert_eq!(h.used(), 240);
+        let list = cells(head);
+        assert_eq!(list.len(), 10);
+        let mut sorted = list.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 10, "distinct cells");
+        assert!(list.iter().all(|&p| (p as usize) % 8 == 0));
+        assert!(matches!(
+            h.take_cells(c, 1),
+            Err(HeapError::LimitExceeded { .. })
+        ));
+        // A sweep with nothing marked finds the cached cells free (class
+        // null) and recounts: they can be taken again.
+        // SAFETY: no collection is running and no object is live.
+        let st = unsafe { h.sweep() };
+        assert_eq!(st.live, 0);
+        assert_eq!(h.used(), 0);
+        let (head2, got2) = h.take_cells(c, 4).unwrap();
+        assert_eq!(got2, 4);
+        assert_eq!(cells(head2).len(), 4);
+        // Cells are never shared between two takers.
+        let (head3, _) = h.take_cells(c, 6).unwrap();
+        let a = cells(head2);
+        assert!(cells(head3).iter().all(|p| !a.contains(p)));
     }
 
     fn arr_class(elem_ref: bool) -> Box<ClassDesc> {

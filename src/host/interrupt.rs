@@ -15,7 +15,6 @@
 use super::Error;
 use crate::runtime::ThreadCtx;
 use crate::safepoint::interrupt::{InterruptHandle as RtHandle, Reason};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -103,7 +102,7 @@ impl DeadlineTimer {
                         // context can be reused or freed; the word is atomic.
                         unsafe { &*(ctx as *const ThreadCtx) }
                             .interrupt
-                            .fetch_max(Reason::Deadline as u32, Ordering::SeqCst);
+                            .raise(Reason::Deadline as u32);
                         false
                     });
                     st = match st.entries.iter().map(|e| e.0).min() {

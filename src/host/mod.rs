@@ -186,12 +186,8 @@ impl Drop for Attachment<'_> {
             t.vs_top = t.vs_base;
             // A deadline is per call: one that fired after the call's last
             // poll must not hit the next call that gets this context.
-            let _ = t.interrupt.compare_exchange(
-                crate::safepoint::interrupt::Reason::Deadline as u32,
-                0,
-                std::sync::atomic::Ordering::SeqCst,
-                std::sync::atomic::Ordering::SeqCst,
-            );
+            t.interrupt
+                .clear_if(crate::safepoint::interrupt::Reason::Deadline as u32);
             self.inner
                 .pool
                 .lock()

@@ -18,7 +18,9 @@
 //! for the runtime's lifetime, which is also the code's lifetime.
 
 use super::helpers;
-use crate::heap::{ARRAY_DATA_OFFSET, ARRAY_LEN_OFFSET, OBJ_CLASS_OFFSET};
+use crate::heap::{
+    ARRAY_DATA_OFFSET, ARRAY_LEN_OFFSET, HEADER_SIZE, OBJ_CLASS_OFFSET, OBJ_TAGS_OFFSET,
+};
 use crate::interp::Kind;
 use crate::runtime::frame;
 use crate::runtime::tables::{
@@ -32,6 +34,9 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
 use std::collections::HashMap;
+
+/// Largest instance size (bytes) `newobj` allocates inline.
+pub const INLINE_ALLOC_MAX: usize = 128;
 
 /// Pointer-sized integer type (both supported targets are 64-bit).
 pub const PTR: Type = types::I64;
@@ -132,6 +137,20 @@ pub struct FuncEnv {
     /// ([`FuncEnv::store_invariant`]) and then named at every safepoint
     /// without being stored again.
     invariant_slots: Vec<u32>,
+    /// Safepoints whose references are all invariant slots share the
+    /// position `frame::POS_SHARED` ([`FuncEnv::share_positions`]).
+    shared_pos: bool,
+    /// A safepoint stored its own position; `frame::POS_SHARED` must be
+    /// stored back once it is over ([`FuncEnv::after_site`]).
+    restore_pos: bool,
+    /// The polling page carries the interrupt hint
+    /// (`safepoint::poll_hint_available`): the byte a poll loads is
+    /// non-zero while an interrupt may be pending.
+    pub poll_hint: bool,
+    /// `newobj` may take a cell from the thread's allocation cache inline
+    /// ([`FuncEnv::inline_alloc_class`]); off under GC stress, where every
+    /// allocation must reach the runtime (and collect).
+    pub inline_alloc: bool,
     entry_sig: Option<SigRef>,
     helper_sigs: HashMap<Helper, SigRef>,
 }
@@ -150,6 +169,10 @@ impl FuncEnv {
             safepoints: Vec::new(),
             poll_addr: None,
             invariant_slots: Vec::new(),
+            shared_pos: false,
+            restore_pos: false,
+            poll_hint: false,
+            inline_alloc: false,
             entry_sig: None,
             helper_sigs: HashMap::new(),
         }
@@ -305,19 +328,24 @@ impl FuncEnv {
     /// polling page (the load faults while a stop-the-world is requested;
     /// the thread parks in the handler with everything the collector needs
     /// already in memory). Since objects never move, nothing is reloaded.
+    /// Returns the byte a poll loaded (the interrupt hint when
+    /// [`FuncEnv::poll_hint`]), `None` for other kinds or without polls.
+    /// After a call or allocation site, the caller calls
+    /// [`FuncEnv::after_site`].
     pub fn safepoint(
         &mut self,
         b: &mut FunctionBuilder,
         pos: u64,
         kind: SafepointKind,
         refs: &[(u32, Value)],
-    ) {
+    ) -> Option<Value> {
         if kind == SafepointKind::Poll && self.poll_addr.is_none() {
-            return;
+            return None;
         }
         if let Some(fp) = self.fp {
             self.record_site(b, fp, pos, kind, refs);
         }
+        let mut byte = None;
         if kind == SafepointKind::Poll {
             if let Some(page) = self.poll_addr {
                 let a = self.ptr_const(b, page);
@@ -331,7 +359,47 @@ impl FuncEnv {
                 // right after it) really happens.
                 b.ins().sequence_point();
                 // Not `trusted`: this load may trap.
-                b.ins().load(types::I8, MemFlagsData::new(), a, 0);
+                byte = Some(b.ins().load(types::I8, MemFlagsData::new(), a, 0));
+            }
+            self.after_site(b);
+        }
+        byte
+    }
+
+    /// Make every later safepoint whose references are all invariant slots
+    /// ([`FuncEnv::store_invariant`]) share the position `frame::POS_SHARED`
+    /// and store nothing at all: the slots already hold their values, and
+    /// the frame's position word holds `POS_SHARED` except while it is
+    /// stopped at another safepoint (which stores its own position and then,
+    /// through [`FuncEnv::after_site`], `POS_SHARED` again). A loop whose
+    /// back-edge poll needs no references then costs no store per iteration.
+    /// Called once at entry, after the invariant slots are stored, with
+    /// every reference variable of the method (`ref_slots`); does nothing
+    /// unless they are all invariant and the frame has a record.
+    pub fn share_positions(&mut self, b: &mut FunctionBuilder, ref_slots: &[u32]) {
+        let Some(fp) = self.fp else { return };
+        if !ref_slots.iter().all(|s| self.invariant_slots.contains(s)) {
+            return;
+        }
+        let p = b.ins().iconst(types::I64, frame::POS_SHARED as i64);
+        b.ins().store(trusted(), p, fp, (frame::POS * 8) as i32);
+        // Always in the table, even if no site turns out to share it.
+        self.safepoints.push((
+            frame::POS_SHARED as u32,
+            SafepointKind::Poll,
+            ref_slots.to_vec(),
+        ));
+        self.shared_pos = true;
+    }
+
+    /// After a call or allocation safepoint's call has returned (polls do it
+    /// themselves): store `frame::POS_SHARED` back if the site stored its
+    /// own position.
+    pub fn after_site(&mut self, b: &mut FunctionBuilder) {
+        if std::mem::take(&mut self.restore_pos) {
+            if let Some(fp) = self.fp {
+                let p = b.ins().iconst(types::I64, frame::POS_SHARED as i64);
+                b.ins().store(trusted(), p, fp, (frame::POS * 8) as i32);
             }
         }
     }
@@ -348,6 +416,13 @@ impl FuncEnv {
         kind: SafepointKind,
         refs: &[(u32, Value)],
     ) {
+        if self.shared_pos && refs.iter().all(|(s, _)| self.invariant_slots.contains(s)) {
+            let slots = refs.iter().map(|&(s, _)| s).collect();
+            self.safepoints
+                .push((frame::POS_SHARED as u32, kind, slots));
+            return;
+        }
+        self.restore_pos = self.shared_pos;
         let p = b.ins().iconst(types::I64, pos as i64);
         b.ins().store(trusted(), p, fp, (frame::POS * 8) as i32);
         let mut slots = Vec::with_capacity(refs.len());
@@ -433,6 +508,54 @@ impl FuncEnv {
         let t = self.thread;
         let call = b.ins().call_indirect(sig, f, &[t, mh, a]);
         b.inst_results(call)[0]
+    }
+
+    /// The cached size class whose cells hold objects of `cd`, if compiled
+    /// code allocates them inline: from the thread's allocation cache
+    /// (`ThreadCtx::alloc_cache`), falling back to `jit_new_object` (which
+    /// refills it) when the cache is empty. Only small objects: the fast
+    /// path zeroes the fields with one store per word.
+    pub fn inline_alloc_class(&self, cd: &ClassDesc) -> Option<usize> {
+        let size = cd.instance_size as usize;
+        if !self.inline_alloc || size > INLINE_ALLOC_MAX {
+            return None;
+        }
+        crate::heap::cached_class_of_object(size)
+    }
+
+    /// The head of the thread's cache of free cells of size class `c`
+    /// (null: empty).
+    pub fn alloc_cache_head(&self, b: &mut FunctionBuilder, c: usize) -> Value {
+        b.ins().load(
+            PTR,
+            trusted(),
+            self.thread,
+            (offsets::TC_ALLOC_CACHE + c * 8) as i32,
+        )
+    }
+
+    /// Unlink the non-null `head` cell from the thread's cache of class
+    /// `c` and make it a zeroed object of class `cd` (what
+    /// `Runtime::alloc_object_in` does): a free cell links to the next
+    /// through its `tags` word, and its other bytes are stale.
+    pub fn alloc_from_cache(&self, b: &mut FunctionBuilder, c: usize, head: Value, cd: &ClassDesc) {
+        let next = b.ins().load(PTR, trusted(), head, OBJ_TAGS_OFFSET as i32);
+        b.ins().store(
+            trusted(),
+            next,
+            self.thread,
+            (offsets::TC_ALLOC_CACHE + c * 8) as i32,
+        );
+        let z = b.ins().iconst(types::I64, 0);
+        let end = (cd.instance_size as usize)
+            .max(HEADER_SIZE)
+            .next_multiple_of(8);
+        for off in (HEADER_SIZE..end).step_by(8) {
+            b.ins().store(trusted(), z, head, off as i32);
+        }
+        b.ins().store(trusted(), z, head, OBJ_TAGS_OFFSET as i32);
+        let cv = self.ptr_const(b, cd as *const ClassDesc as usize);
+        b.ins().store(trusted(), cv, head, OBJ_CLASS_OFFSET as i32);
     }
 
     /// The class descriptor of a non-null object.

@@ -158,7 +158,11 @@ pub unsafe extern "C" fn jit_new_object(
         let t = unsafe { &mut *thread };
         // SAFETY: `class` is a live class descriptor (contract).
         // The caller stored its references and position (an allocation safepoint).
-        match unsafe { t.rt().alloc_object(class) } {
+        // SAFETY: the runtime outlives every thread context (each thread
+        // holds an Arc); a separate borrow so `t` can be passed mutably.
+        let rt = unsafe { &*t.runtime };
+        // SAFETY: `t` is this thread's attached context (contract).
+        match unsafe { rt.alloc_object_in(t, class) } {
             Ok(o) => o,
             Err(f) => {
                 t.raise(f);

@@ -123,6 +123,12 @@ pub fn translate_with_safepoints(
     tx.env.method = tx.b.ins().iconst(PTR, mh as *const MethodHandle as i64);
     tx.ref_vars = ref_vars;
     tx.env.poll_addr = poll_addr;
+    tx.env.inline_alloc = !rt.gc.stress;
+    // The hint lives on the process's polling page; a caller-chosen page
+    // (tests) has none.
+    tx.env.poll_hint = poll_addr.is_some()
+        && poll_addr == crate::safepoint::poll_page_addr()
+        && crate::safepoint::poll_hint_available();
     tx.run()?;
     tx.b.seal_all_blocks();
     tx.b.finalize(isa.frontend_config());
@@ -226,13 +232,14 @@ impl<'a, 'f> Tx<'a, 'f> {
     /// A safepoint at `pos` where the evaluation stack, as the collector
     /// sees it, is `stack` with reference-ness `is_ref`: every reference
     /// argument/local and every reference on that stack goes to its frame slot.
+    /// Returns what [`FuncEnv::safepoint`] returns (a poll's loaded byte).
     fn safepoint(
         &mut self,
         pos: u64,
         kind: SafepointKind,
         stack: &[Value],
         is_ref: &[bool],
-    ) -> Result<(), String> {
+    ) -> Result<Option<Value>, String> {
         if stack.len() != is_ref.len() {
             return Err(format!(
                 "safepoint {pos:#x}: stack of {} values, {} types",
@@ -260,8 +267,7 @@ impl<'a, 'f> Tx<'a, 'f> {
                 refs.push((base + p as u32, v));
             }
         }
-        self.env.safepoint(&mut self.b, pos, kind, &refs);
-        Ok(())
+        Ok(self.env.safepoint(&mut self.b, pos, kind, &refs))
     }
 
     /// The back-edge poll of a branch at `i` to `target`, with the stack
@@ -270,23 +276,34 @@ impl<'a, 'f> Tx<'a, 'f> {
         if target <= i {
             let stack = self.stack.clone();
             let refs = self.stack_refs_at(i);
-            self.safepoint(i as u64, SafepointKind::Poll, &stack, &refs)?;
-            self.interrupt_check(Some(i));
+            let hint = self.safepoint(i as u64, SafepointKind::Poll, &stack, &refs)?;
+            self.interrupt_check(hint, Some(i));
         }
         Ok(())
     }
 
     /// After a poll: throw a delivered interrupt (`ThreadCtx::interrupt` is
     /// non-zero) at instruction `at`, or out of this frame (`None`: the
-    /// method-entry poll). The fast path is a load of the word, a test and
-    /// a branch to a cold block.
-    fn interrupt_check(&mut self, at: Option<usize>) {
+    /// method-entry poll). With the polling page's interrupt hint, `hint` is
+    /// the byte the poll loaded and the fast path is a test of it and a
+    /// branch to a cold block, which reads the thread's own word (another
+    /// thread's interrupt also sets the hint); without it, the fast path
+    /// loads the word, tests it and branches.
+    fn interrupt_check(&mut self, hint: Option<Value>, at: Option<usize>) {
         if self.env.poll_addr.is_none() {
             return;
         }
-        // A plain load is never merged with an earlier one: the safepoint
-        // just stored the position into the frame record without an alias
-        // region, which Cranelift's alias analysis treats as a fence.
+        let cont = self.b.create_block();
+        if let (true, Some(h)) = (self.env.poll_hint, hint) {
+            let check = self.b.create_block();
+            self.b.set_cold_block(check);
+            let set = self.b.ins().icmp_imm_s(IntCC::NotEqual, h, 0);
+            self.b.ins().brif(set, check, &[], cont, &[]);
+            self.b.seal_block(check);
+            self.b.switch_to_block(check);
+        }
+        // Never merged with an earlier load of the word: the poll's
+        // `sequence_point` is a fence to Cranelift's alias analysis.
         let w = self.b.ins().load(
             types::I32,
             env::trusted(),
@@ -294,9 +311,13 @@ impl<'a, 'f> Tx<'a, 'f> {
             offsets::TC_INTERRUPT as i32,
         );
         let slow = self.b.create_block();
-        let cont = self.b.create_block();
         self.b.set_cold_block(slow);
         self.b.ins().brif(w, slow, &[], cont, &[]);
+        // Every predecessor of these blocks is known now: sealing them lets
+        // the SSA builder pass variables straight through instead of adding
+        // block parameters (which become register moves on the back edge).
+        self.b.seal_block(slow);
+        self.b.seal_block(cont);
         self.b.switch_to_block(slow);
         let z = self.b.ins().iconst(types::I64, 0);
         self.env.raise(&mut self.b, fc::INTERRUPTED, z, z);
@@ -519,8 +540,10 @@ impl<'a, 'f> Tx<'a, 'f> {
             let z = self.b.ins().iconst(PTR, 0);
             self.env.store_invariant(&mut self.b, s, z);
         }
-        self.safepoint(frame::POS_ENTRY, SafepointKind::Poll, &[], &[])?;
-        self.interrupt_check(None);
+        let ref_slots = self.ref_vars.clone();
+        self.env.share_positions(&mut self.b, &ref_slots);
+        let hint = self.safepoint(frame::POS_ENTRY, SafepointKind::Poll, &[], &[])?;
+        self.interrupt_check(hint, None);
         let b0 = *self.blocks.get(&0).ok_or("instruction 0 is unreachable")?;
         self.b.ins().jump(b0, &[]);
 
@@ -723,6 +746,9 @@ impl<'a, 'f> Tx<'a, 'f> {
         let (tb, targs) = self.exc_target(at);
         let cont = self.b.create_block();
         self.b.ins().brif(cond, tb, &targs, cont, &[]);
+        // Its one predecessor is known: sealed now, variables flow through
+        // without block parameters.
+        self.b.seal_block(cont);
         self.b.switch_to_block(cont);
     }
 
@@ -738,6 +764,9 @@ impl<'a, 'f> Tx<'a, 'f> {
         let cont = self.b.create_block();
         self.b.set_cold_block(fault);
         self.b.ins().brif(cond, fault, &[], cont, &[]);
+        // Both have this one predecessor: sealed now (see `branch_exc_if`).
+        self.b.seal_block(fault);
+        self.b.seal_block(cont);
         self.b.switch_to_block(fault);
         let z = self.b.ins().iconst(types::I64, 0);
         self.env
@@ -1013,13 +1042,47 @@ impl<'a, 'f> Tx<'a, 'f> {
                 let mut before = self.stack.clone();
                 before.extend_from_slice(&args);
                 let refs = self.stack_refs_at(i);
+                // SAFETY: a live handle's class descriptor, in the tables.
+                let fast = self.env.inline_alloc_class(unsafe { &*class });
+                let mut join = None;
+                if let Some(c) = fast {
+                    // Read every reference variable here, where it dominates
+                    // both paths, so the slow path's safepoint caches no
+                    // value the join does not see.
+                    for s in self.ref_vars.clone() {
+                        self.use_var(s);
+                    }
+                    let head = self.env.alloc_cache_head(&mut self.b, c);
+                    let hit = self.b.create_block();
+                    let miss = self.b.create_block();
+                    let j = self.b.create_block();
+                    let jv = self.b.append_block_param(j, PTR);
+                    self.b.set_cold_block(miss);
+                    self.b.ins().brif(head, hit, &[], miss, &[]);
+                    self.b.seal_block(hit);
+                    self.b.seal_block(miss);
+                    self.b.switch_to_block(hit);
+                    // SAFETY: as above.
+                    self.env
+                        .alloc_from_cache(&mut self.b, c, head, unsafe { &*class });
+                    self.b.ins().jump(j, &[BlockArg::Value(head)]);
+                    self.b.switch_to_block(miss);
+                    join = Some((j, jv));
+                }
                 self.safepoint(i as u64, SafepointKind::Alloc, &before, &refs)?;
-                let obj = self
+                let mut obj = self
                     .env
                     .call_helper(&mut self.b, Helper::NewObject, &[t, cv])
                     .expect("result");
+                self.env.after_site(&mut self.b);
                 let failed = self.b.ins().icmp_imm_s(IntCC::Equal, obj, 0);
                 self.branch_exc_if(failed, i);
+                if let Some((j, jv)) = join {
+                    self.b.ins().jump(j, &[BlockArg::Value(obj)]);
+                    self.b.seal_block(j);
+                    self.b.switch_to_block(j);
+                    obj = jv;
+                }
                 let mut all = vec![obj];
                 all.extend(args);
                 let callee = self.env.ptr_const(&mut self.b, mh as usize);
@@ -1101,6 +1164,7 @@ impl<'a, 'f> Tx<'a, 'f> {
                     .env
                     .call_helper(&mut self.b, Helper::NewArray, &[t, cv, n64])
                     .expect("result");
+                self.env.after_site(&mut self.b);
                 let failed = self.b.ins().icmp_imm_s(IntCC::Equal, a, 0);
                 self.branch_exc_if(failed, i);
                 self.stack.push(a);
@@ -1247,6 +1311,7 @@ impl<'a, 'f> Tx<'a, 'f> {
         }
         self.safepoint(pos, SafepointKind::Call, &view, &refs)?;
         let r = self.env.call_slot(&mut self.b, callee);
+        self.env.after_site(&mut self.b);
         self.check_pending(at);
         if ret {
             let ty = self.result_type(at)?;

@@ -321,7 +321,7 @@ pub struct ThreadCtx {
     /// Interrupt word: 0, or the `safepoint::interrupt::Reason` of an
     /// interrupt to throw at the next safepoint poll (checked right after
     /// every poll; written by `safepoint::interrupt::request`).
-    pub interrupt: std::sync::atomic::AtomicU32,
+    pub interrupt: crate::safepoint::interrupt::InterruptWord,
     /// Native stack pointer below which calls raise `StackOverflowException`.
     pub stack_limit: usize,
     /// Next free slot of the value stack (frames live here).
@@ -337,6 +337,14 @@ pub struct ThreadCtx {
     /// The native method being entered by [`native_entry`] (set just before
     /// its Rust function runs; host natives read it to find their closure).
     pub native_method: *const MethodHandle,
+    /// The thread's private free cells, per cached size class
+    /// (`heap::CACHED_CLASSES`): a list linked through each cell's `tags`
+    /// word, taken from the heap in batches ([`Runtime::alloc_object_in`];
+    /// compiled code pops from it inline). Only the owning thread touches
+    /// it, except the collector, which empties every attached context's
+    /// cache while the world is stopped (before the sweep, which would
+    /// otherwise hand its cells out again) and on detach.
+    pub alloc_cache: [*mut u8; crate::heap::CACHED_CLASSES],
     vs: Vec<u64>,
 }
 
@@ -360,6 +368,12 @@ pub mod frame {
     pub const POS_CTOR: u64 = 1 << 31;
     /// `POS` value of the method-entry poll (empty evaluation stack).
     pub const POS_ENTRY: u64 = 0x7FFF_FFFF;
+    /// `POS` value shared by a compiled frame's safepoints whose references
+    /// are exactly the slots the frame stores once and never changes (see
+    /// `jit::env::FuncEnv::share_positions`): such a safepoint stores
+    /// nothing, and the frame holds this value whenever it is not stopped
+    /// at another safepoint.
+    pub const POS_SHARED: u64 = 0x7FFF_FFFE;
     /// `SIZE` flag: a compiled frame (its method's JIT safepoint table applies).
     pub const JIT: u64 = 1 << 32;
 }
@@ -381,7 +395,7 @@ impl ThreadCtx {
         ThreadCtx {
             runtime,
             pending: std::ptr::null_mut(),
-            interrupt: std::sync::atomic::AtomicU32::new(0),
+            interrupt: crate::safepoint::interrupt::InterruptWord::new(),
             stack_limit: here.saturating_sub(stack_size.saturating_sub(margin)),
             vs_top: start,
             // SAFETY: the capacity is VALUE_STACK_SLOTS, so this is one past its end.
@@ -390,6 +404,7 @@ impl ThreadCtx {
             vs_base: start,
             roots: Vec::new(),
             native_method: std::ptr::null(),
+            alloc_cache: [std::ptr::null_mut(); crate::heap::CACHED_CLASSES],
             vs,
         }
     }
@@ -417,7 +432,7 @@ impl ThreadCtx {
     /// interrupt word and return the `InterruptedException` fault to raise.
     #[cold]
     pub fn take_interrupt(&mut self) -> Fault {
-        let w = self.interrupt.swap(0, Ordering::SeqCst);
+        let w = self.interrupt.take();
         let msg = match crate::safepoint::interrupt::Reason::from_word(w) {
             Some(crate::safepoint::interrupt::Reason::Deadline) => match self.rt().opts.deadline {
                 Some(d) => format!("deadline of {d:?} exceeded"),
@@ -838,6 +853,51 @@ impl Runtime {
         let size = unsafe { (*class).instance_size } as u64;
         // SAFETY: caller contract.
         self.alloc_with(size, || unsafe { self.heap.new_object(class, false) })
+    }
+
+    /// [`Runtime::alloc_object`] for the thread `t` (its current thread),
+    /// from `t`'s allocation cache when the object's cell is small
+    /// (refilled in batches through [`Runtime::alloc_with`], so collection
+    /// triggers and the heap limit work as for any allocation). Under GC
+    /// stress every allocation takes the ordinary path (one collection each).
+    ///
+    /// # Safety
+    /// `class` is a live class descriptor of a class; `t` is the calling
+    /// thread's context, attached to this runtime.
+    pub unsafe fn alloc_object_in(
+        &self,
+        t: &mut ThreadCtx,
+        class: *const ClassDesc,
+    ) -> Result<*mut u8, Fault> {
+        // SAFETY: caller contract.
+        let size = unsafe { (*class).instance_size } as usize;
+        let c = match crate::heap::cached_class_of_object(size) {
+            Some(c) if !self.gc.stress => c,
+            // SAFETY: caller contract.
+            _ => return unsafe { self.alloc_object(class) },
+        };
+        if t.alloc_cache[c].is_null() {
+            let cell = crate::heap::SIZE_CLASSES[c];
+            let batch = crate::heap::cache_batch(c);
+            let head = self.alloc_with((cell * batch) as u64, || {
+                self.heap.take_cells(c, batch).map(|(h, _)| h)
+            })?;
+            // (A collection inside `alloc_with` emptied the caches before
+            // these cells were taken.)
+            t.alloc_cache[c] = head;
+        }
+        let p = t.alloc_cache[c];
+        // SAFETY: `p` heads this thread's list of free cells of class `c`
+        // (taken by `take_cells`, not swept since: a collection empties the
+        // list), each at least `size` bytes, 8-aligned; unlinking it makes
+        // it ours, and we zero it before publishing the class pointer.
+        unsafe {
+            let h = p as *mut crate::heap::ObjHeader;
+            t.alloc_cache[c] = (*h).tags as *mut u8;
+            std::ptr::write_bytes(p, 0, size.max(crate::heap::HEADER_SIZE));
+            (*h).class = class;
+        }
+        Ok(p)
     }
 
     /// A new array of `len` elements of the array class `class` (may collect).

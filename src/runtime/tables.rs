@@ -625,6 +625,8 @@ pub mod offsets {
     pub const TC_PENDING: usize = offset_of!(crate::runtime::ThreadCtx, pending);
     /// `ThreadCtx::interrupt` (checked after every safepoint poll).
     pub const TC_INTERRUPT: usize = offset_of!(crate::runtime::ThreadCtx, interrupt);
+    /// `ThreadCtx::alloc_cache` (one pointer per cached size class).
+    pub const TC_ALLOC_CACHE: usize = offset_of!(crate::runtime::ThreadCtx, alloc_cache);
     /// `ThreadCtx::stack_limit` (compared with the native stack pointer on entry).
     pub const TC_STACK_LIMIT: usize = offset_of!(crate::runtime::ThreadCtx, stack_limit);
     /// `ThreadCtx::vs_top` (next free value-stack slot: compiled frames push their record here).
@@ -1586,6 +1588,17 @@ mod tests {
         assert_eq!(offsets::SH_OFFSET, 8);
         assert_eq!(offsets::FH_OFFSET, 4);
         assert_eq!(offsets::FH_STATIC_ADDR, 16);
+        // The thread context fields compiled code reads.
+        assert_eq!(offsets::TC_PENDING, 8);
+        assert_eq!(offsets::TC_INTERRUPT, 16);
+        assert_eq!(offsets::TC_STACK_LIMIT, 24);
+        assert_eq!(offsets::TC_VS_TOP, 32);
+        assert_eq!(offsets::TC_VS_END, 40);
+        assert_eq!(offsets::TC_ALLOC_CACHE % 8, 0);
+        assert_eq!(
+            std::mem::size_of::<crate::safepoint::interrupt::InterruptWord>(),
+            4
+        );
     }
 
     #[test]

@@ -42,6 +42,67 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+/// A thread's interrupt word (`ThreadCtx::interrupt`): 0, or the
+/// [`Reason`] to throw at the next poll. Compiled code reads it at a fixed
+/// offset (`offsets::TC_INTERRUPT`), so it is a bare `u32` in memory. Every
+/// change between zero and non-zero goes through these methods, which keep
+/// the polling page's interrupt hint (`safepoint::poll_hint_available`)
+/// set while any word is non-zero: compiled code reads its word only when
+/// the hint is set.
+#[repr(transparent)]
+#[derive(Debug, Default)]
+pub struct InterruptWord(AtomicU32);
+
+impl InterruptWord {
+    /// A clear word.
+    pub const fn new() -> InterruptWord {
+        InterruptWord(AtomicU32::new(0))
+    }
+
+    /// The current value.
+    pub fn load(&self, order: Ordering) -> u32 {
+        self.0.load(order)
+    }
+
+    /// Set the word to at least `reason` (requests coalesce; a deadline
+    /// outranks a plain interrupt).
+    pub fn raise(&self, reason: u32) {
+        if reason != 0 && self.0.fetch_max(reason, Ordering::SeqCst) == 0 {
+            super::adjust_interrupt_hint(1);
+        }
+    }
+
+    /// Clear the word, returning what it held.
+    pub fn take(&self) -> u32 {
+        let w = self.0.swap(0, Ordering::SeqCst);
+        if w != 0 {
+            super::adjust_interrupt_hint(-1);
+        }
+        w
+    }
+
+    /// Clear the word if it holds `expected`; whether it did.
+    pub fn clear_if(&self, expected: u32) -> bool {
+        let done = expected != 0
+            && self
+                .0
+                .compare_exchange(expected, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
+        if done {
+            super::adjust_interrupt_hint(-1);
+        }
+        done
+    }
+}
+
+impl Drop for InterruptWord {
+    fn drop(&mut self) {
+        if *self.0.get_mut() != 0 {
+            super::adjust_interrupt_hint(-1);
+        }
+    }
+}
+
 /// Why a thread is interrupted (the value stored in `ThreadCtx::interrupt`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
@@ -112,7 +173,7 @@ impl InterruptState {
             r = r.max(Reason::Deadline as u32);
         }
         if r != 0 {
-            ctx.interrupt.fetch_max(r, Ordering::SeqCst);
+            ctx.interrupt.raise(r);
         }
     }
 }
@@ -161,9 +222,7 @@ pub fn request(rt: &Runtime, reason: Reason) -> Result<Delivery, InterruptError>
         rt.gc.for_each_attached(|ctx| {
             // SAFETY: an attached context stays alive while it is in the
             // attached list, which `for_each_attached` holds locked.
-            unsafe { &*ctx }
-                .interrupt
-                .fetch_max(reason as u32, Ordering::SeqCst);
+            unsafe { &*ctx }.interrupt.raise(reason as u32);
             n += 1;
         });
         if n == 0 {

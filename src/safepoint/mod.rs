@@ -186,7 +186,15 @@ fn lock_registry() -> MutexGuard<'static, Vec<Arc<Record>>> {
 pub fn init() -> Result<usize, SafepointError> {
     INIT.get_or_init(|| {
         let len = sys::page_size();
-        let page = sys::map(len, libc::PROT_READ, "mmap polling page")?;
+        let page = match sys::map_dual(len) {
+            Some((poll, write)) => {
+                HINT_PTR.store(write, Ordering::Release);
+                // Words set before this (none in practice) count already.
+                adjust_interrupt_hint(0);
+                poll
+            }
+            None => sys::map(len, libc::PROT_READ, "mmap polling page")?,
+        };
         sys::PAGE_LEN.store(len, Ordering::Relaxed);
         sys::PAGE_ADDR.store(page as usize, Ordering::Release);
         // SAFETY: inside the OnceLock initialiser, so at most once per process.
@@ -195,6 +203,45 @@ pub fn init() -> Result<usize, SafepointError> {
         Ok(page as usize)
     })
     .clone()
+}
+
+/// The polling page's writable alias (see [`poll_hint_available`]), or null.
+static HINT_PTR: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+/// Threads whose interrupt word is set, minus those cleared (it can be
+/// briefly negative when a clear overtakes the count of its set), and
+/// whether the hint byte says so; one lock orders the updates.
+static HINT_COUNT: Mutex<i64> = Mutex::new(0);
+
+/// Does the polling page carry the interrupt hint? Then the byte a poll
+/// loads is non-zero while any thread's `ThreadCtx::interrupt` word may be
+/// set, so compiled code tests the byte it loads anyway and reads its own
+/// interrupt word only when the byte is set: a poll plus its interrupt check
+/// is one load and one branch. The polling page is then a shared memory
+/// object mapped twice (a second, always-writable view holds the byte while
+/// the polling view is armed). `false` before [`init`] or when the system
+/// refused the second mapping; compiled code then checks the word after
+/// every poll.
+pub fn poll_hint_available() -> bool {
+    !HINT_PTR.load(Ordering::Acquire).is_null()
+}
+
+/// Record that an interrupt word went from zero to non-zero (`delta = 1`)
+/// or back (`delta = -1`), and rewrite the hint byte. Ordinary code only
+/// (takes a lock); never called in signal context.
+pub(crate) fn adjust_interrupt_hint(delta: i64) {
+    let mut n = HINT_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+    *n += delta;
+    let p = HINT_PTR.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: `p` is the writable view of the polling page, mapped for
+        // the life of the process; other threads only read the byte (plain
+        // loads in compiled code: a stale value only delays an interrupt to
+        // a later poll, as with any cross-thread store), and every write
+        // happens under `HINT_COUNT`. An atomic store keeps Rust's view
+        // race-free.
+        unsafe { &*(p as *const std::sync::atomic::AtomicU8) }
+            .store(u8::from(*n > 0), Ordering::SeqCst);
+    }
 }
 
 /// The polling page's address, if [`init`] has succeeded. Constant for the

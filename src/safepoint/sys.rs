@@ -53,6 +53,52 @@ pub(super) fn map(len: usize, prot: i32, what: &'static str) -> Result<*mut u8, 
     Ok(p.cast())
 }
 
+/// Map one page-sized anonymous shared memory object (a memfd) twice:
+/// `(poll_view, write_view)`. The first view starts readable and is the
+/// polling page (its protection changes with [`protect`]); the second view
+/// stays readable and writable, so the runtime can change the page's bytes
+/// (the interrupt hint) while the first view is inaccessible. `None` if the
+/// system has no `memfd_create` or refuses the mappings; the caller then
+/// maps a private page with [`map`] and does without a writable view.
+pub(super) fn map_dual(len: usize) -> Option<(*mut u8, *mut u8)> {
+    // SAFETY: the name is a NUL-terminated literal; flags are valid.
+    let fd = unsafe { libc::memfd_create(c"kiln-poll".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    let unmap = |p: *mut libc::c_void| {
+        // SAFETY: `p` is a mapping of `len` bytes made just above.
+        unsafe { libc::munmap(p, len) };
+    };
+    // SAFETY: `fd` is our fresh memfd; mapping it at kernel-chosen addresses
+    // touches no existing memory; it is closed on every path (the mappings
+    // keep the object alive).
+    let r = unsafe {
+        if libc::ftruncate(fd, len as libc::off_t) != 0 {
+            None
+        } else {
+            let shared = |prot| libc::mmap(ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0);
+            let poll = shared(libc::PROT_READ);
+            let write = shared(libc::PROT_READ | libc::PROT_WRITE);
+            match (poll == libc::MAP_FAILED, write == libc::MAP_FAILED) {
+                (false, false) => Some((poll.cast(), write.cast())),
+                (true, false) => {
+                    unmap(write);
+                    None
+                }
+                (false, true) => {
+                    unmap(poll);
+                    None
+                }
+                (true, true) => None,
+            }
+        }
+    };
+    // SAFETY: `fd` is ours and not used after this.
+    unsafe { libc::close(fd) };
+    r
+}
+
 /// Change the protection of `[addr, addr + len)`.
 ///
 /// # Safety
