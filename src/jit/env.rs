@@ -28,8 +28,8 @@ use crate::runtime::tables::{
 };
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
-    types, AbiParam, AtomicRmwOp, Block, InstBuilder, MemFlagsData, SigRef, Signature, StackSlot,
-    Type, Value,
+    types, AbiParam, AliasRegionData, AtomicRmwOp, Block, InstBuilder, MemFlagsData, SigRef,
+    Signature, StackSlot, Type, Value,
 };
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
@@ -108,9 +108,56 @@ impl Helper {
 }
 
 /// Memory flags for accesses the translator has proven valid (non-null,
-/// in bounds, aligned): they never trap.
+/// in bounds, aligned): they never trap. No alias region: to Cranelift's
+/// alias analysis such a store may write any memory (a fence for every
+/// region), which is what the allocation fast path's stores need.
 pub fn trusted() -> MemFlagsData {
     MemFlagsData::trusted()
+}
+
+/// Disjoint kinds of memory compiled code touches, as Cranelift alias
+/// regions (type-based alias analysis): an access in one region never
+/// touches a location another region's accesses touch, so a store in one
+/// does not make the alias analysis forget what it knows of the others
+/// (a field store does not force reloading another field, an element store
+/// does not force reloading the array's length). Calls, polls (their
+/// `sequence_point`), atomics and region-less stores still forget
+/// everything. Sound because a location holds one kind of thing for as
+/// long as compiled code can see it: objects never move, and a cell is
+/// reused for another object only after a collection, which happens only
+/// inside a call or at a poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Region {
+    /// The frame record on the value stack (position, reference slots, header).
+    Frame,
+    /// `ThreadCtx` fields.
+    Thread,
+    /// Array lengths (never stored by compiled code).
+    ArrayLen,
+    /// Array elements.
+    ArrayElem,
+    /// Class descriptors, vtables, interface tables and object class
+    /// pointers (never stored by compiled code except when allocating).
+    Meta,
+    /// Instance fields at this byte offset (of any class).
+    Field(u32),
+    /// The static field at this address.
+    Static(usize),
+}
+
+/// Memory flags of the fixed regions (see [`Region`]).
+#[derive(Clone, Copy, Debug)]
+pub struct RegionFlags {
+    /// [`Region::Frame`].
+    pub frame: MemFlagsData,
+    /// [`Region::Thread`].
+    pub thread: MemFlagsData,
+    /// [`Region::ArrayLen`].
+    pub len: MemFlagsData,
+    /// [`Region::ArrayElem`].
+    pub elem: MemFlagsData,
+    /// [`Region::Meta`].
+    pub meta: MemFlagsData,
 }
 
 /// The per-function environment.
@@ -153,6 +200,9 @@ pub struct FuncEnv {
     pub inline_alloc: bool,
     entry_sig: Option<SigRef>,
     helper_sigs: HashMap<Helper, SigRef>,
+    /// Memory flags of the fixed alias regions ([`FuncEnv::init_regions`]).
+    pub mf: RegionFlags,
+    regions: HashMap<Region, MemFlagsData>,
 }
 
 impl FuncEnv {
@@ -175,7 +225,41 @@ impl FuncEnv {
             inline_alloc: false,
             entry_sig: None,
             helper_sigs: HashMap::new(),
+            mf: RegionFlags {
+                frame: trusted(),
+                thread: trusted(),
+                len: trusted(),
+                elem: trusted(),
+                meta: trusted(),
+            },
+            regions: HashMap::new(),
         }
+    }
+
+    /// Declare the fixed alias regions in the function being built (once,
+    /// before any access is emitted).
+    pub fn init_regions(&mut self, b: &mut FunctionBuilder) {
+        self.mf = RegionFlags {
+            frame: self.region(b, Region::Frame),
+            thread: self.region(b, Region::Thread),
+            len: self.region(b, Region::ArrayLen),
+            elem: self.region(b, Region::ArrayElem),
+            meta: self.region(b, Region::Meta),
+        };
+    }
+
+    /// Trusted memory flags in alias region `r` (declared on first use).
+    pub fn region(&mut self, b: &mut FunctionBuilder, r: Region) -> MemFlagsData {
+        if let Some(f) = self.regions.get(&r) {
+            return *f;
+        }
+        let ar = b.func.dfg.alias_regions.insert(AliasRegionData {
+            user_id: self.regions.len() as u32 + 1,
+            description: format!("{r:?}").into(),
+        });
+        let f = trusted().with_alias_region(Some(ar));
+        self.regions.insert(r, f);
+        f
     }
 
     /// The one slot signature `fn(thread, method, args) -> u64`.
@@ -226,7 +310,7 @@ impl FuncEnv {
     pub fn pending_is_set(&self, b: &mut FunctionBuilder) -> Value {
         let p = b
             .ins()
-            .load(PTR, trusted(), self.thread, offsets::TC_PENDING as i32);
+            .load(PTR, self.mf.thread, self.thread, offsets::TC_PENDING as i32);
         b.ins().icmp_imm_s(IntCC::NotEqual, p, 0)
     }
 
@@ -234,19 +318,22 @@ impl FuncEnv {
     pub fn take_pending(&self, b: &mut FunctionBuilder) -> Value {
         let p = b
             .ins()
-            .load(PTR, trusted(), self.thread, offsets::TC_PENDING as i32);
+            .load(PTR, self.mf.thread, self.thread, offsets::TC_PENDING as i32);
         let z = b.ins().iconst(PTR, 0);
         b.ins()
-            .store(trusted(), z, self.thread, offsets::TC_PENDING as i32);
+            .store(self.mf.thread, z, self.thread, offsets::TC_PENDING as i32);
         p
     }
 
     /// Is the native stack pointer below the thread's limit? (`i8`)
     pub fn stack_exhausted(&self, b: &mut FunctionBuilder) -> Value {
         let sp = b.ins().get_stack_pointer(PTR);
-        let lim = b
-            .ins()
-            .load(PTR, trusted(), self.thread, offsets::TC_STACK_LIMIT as i32);
+        let lim = b.ins().load(
+            PTR,
+            self.mf.thread,
+            self.thread,
+            offsets::TC_STACK_LIMIT as i32,
+        );
         b.ins().icmp(IntCC::UnsignedLessThan, sp, lim)
     }
 
@@ -267,12 +354,12 @@ impl FuncEnv {
     ) {
         let fp = b
             .ins()
-            .load(PTR, trusted(), self.thread, offsets::TC_VS_TOP as i32);
+            .load(PTR, self.mf.thread, self.thread, offsets::TC_VS_TOP as i32);
         let bytes = ((frame::HEADER_SLOTS + slots as usize) * 8) as i64;
         let top = b.ins().iadd_imm_s(fp, bytes);
         let end = b
             .ins()
-            .load(PTR, trusted(), self.thread, offsets::TC_VS_END as i32);
+            .load(PTR, self.mf.thread, self.thread, offsets::TC_VS_END as i32);
         let over = b.ins().icmp(IntCC::UnsignedGreaterThan, top, end);
         b.ins().brif(over, overflow, &[], body, &[]);
         self.fp = Some(fp);
@@ -286,28 +373,31 @@ impl FuncEnv {
             return;
         };
         b.ins()
-            .store(trusted(), top, self.thread, offsets::TC_VS_TOP as i32);
+            .store(self.mf.thread, top, self.thread, offsets::TC_VS_TOP as i32);
         let m = self.ptr_const(b, self.method_ptr(mh));
-        b.ins().store(trusted(), m, fp, (frame::METHOD * 8) as i32);
+        b.ins()
+            .store(self.mf.frame, m, fp, (frame::METHOD * 8) as i32);
         if self.poll_addr.is_none() {
             // (With polls, the entry poll right after this stores the same
             // position before anything can stop the thread.)
             let pos = b.ins().iconst(types::I64, frame::POS_ENTRY as i64);
-            b.ins().store(trusted(), pos, fp, (frame::POS * 8) as i32);
+            b.ins()
+                .store(self.mf.frame, pos, fp, (frame::POS * 8) as i32);
         }
         let size = b
             .ins()
             .iconst(types::I64, (slots as u64 | frame::JIT) as i64);
-        b.ins().store(trusted(), size, fp, (frame::SIZE * 8) as i32);
+        b.ins()
+            .store(self.mf.frame, size, fp, (frame::SIZE * 8) as i32);
         let z = b.ins().iconst(PTR, 0);
-        b.ins().store(trusted(), z, fp, (frame::EH * 8) as i32);
+        b.ins().store(self.mf.frame, z, fp, (frame::EH * 8) as i32);
     }
 
     /// Pop the frame record (before every return of a frame that pushed one).
     pub fn pop_frame(&self, b: &mut FunctionBuilder) {
         if let Some(fp) = self.fp {
             b.ins()
-                .store(trusted(), fp, self.thread, offsets::TC_VS_TOP as i32);
+                .store(self.mf.thread, fp, self.thread, offsets::TC_VS_TOP as i32);
         }
     }
 
@@ -382,7 +472,7 @@ impl FuncEnv {
             return;
         }
         let p = b.ins().iconst(types::I64, frame::POS_SHARED as i64);
-        b.ins().store(trusted(), p, fp, (frame::POS * 8) as i32);
+        b.ins().store(self.mf.frame, p, fp, (frame::POS * 8) as i32);
         // Always in the table, even if no site turns out to share it.
         self.safepoints.push((
             frame::POS_SHARED as u32,
@@ -399,7 +489,7 @@ impl FuncEnv {
         if std::mem::take(&mut self.restore_pos) {
             if let Some(fp) = self.fp {
                 let p = b.ins().iconst(types::I64, frame::POS_SHARED as i64);
-                b.ins().store(trusted(), p, fp, (frame::POS * 8) as i32);
+                b.ins().store(self.mf.frame, p, fp, (frame::POS * 8) as i32);
             }
         }
     }
@@ -424,12 +514,12 @@ impl FuncEnv {
         }
         self.restore_pos = self.shared_pos;
         let p = b.ins().iconst(types::I64, pos as i64);
-        b.ins().store(trusted(), p, fp, (frame::POS * 8) as i32);
+        b.ins().store(self.mf.frame, p, fp, (frame::POS * 8) as i32);
         let mut slots = Vec::with_capacity(refs.len());
         for &(slot, v) in refs {
             if !self.invariant_slots.contains(&slot) {
                 let off = ((frame::HEADER_SLOTS + slot as usize) * 8) as i32;
-                b.ins().store(trusted(), v, fp, off);
+                b.ins().store(self.mf.frame, v, fp, off);
             }
             slots.push(slot);
         }
@@ -443,7 +533,7 @@ impl FuncEnv {
     pub fn store_invariant(&mut self, b: &mut FunctionBuilder, slot: u32, v: Value) {
         if let Some(fp) = self.fp {
             let off = ((frame::HEADER_SLOTS + slot as usize) * 8) as i32;
-            b.ins().store(trusted(), v, fp, off);
+            b.ins().store(self.mf.frame, v, fp, off);
             self.invariant_slots.push(slot);
         }
     }
@@ -528,7 +618,7 @@ impl FuncEnv {
     pub fn alloc_cache_head(&self, b: &mut FunctionBuilder, c: usize) -> Value {
         b.ins().load(
             PTR,
-            trusted(),
+            self.mf.thread,
             self.thread,
             (offsets::TC_ALLOC_CACHE + c * 8) as i32,
         )
@@ -541,7 +631,7 @@ impl FuncEnv {
     pub fn alloc_from_cache(&self, b: &mut FunctionBuilder, c: usize, head: Value, cd: &ClassDesc) {
         let next = b.ins().load(PTR, trusted(), head, OBJ_TAGS_OFFSET as i32);
         b.ins().store(
-            trusted(),
+            self.mf.thread,
             next,
             self.thread,
             (offsets::TC_ALLOC_CACHE + c * 8) as i32,
@@ -560,14 +650,18 @@ impl FuncEnv {
 
     /// The class descriptor of a non-null object.
     pub fn class_of(&self, b: &mut FunctionBuilder, obj: Value) -> Value {
-        b.ins().load(PTR, trusted(), obj, OBJ_CLASS_OFFSET as i32)
+        b.ins()
+            .load(PTR, self.mf.meta, obj, OBJ_CLASS_OFFSET as i32)
     }
 
     /// `vtable[slot]` of a non-null receiver's class.
     pub fn vtable_method(&self, b: &mut FunctionBuilder, obj: Value, slot: u32) -> Value {
         let cd = self.class_of(b, obj);
-        let vt = b.ins().load(PTR, trusted(), cd, offsets::CD_VTABLE as i32);
-        b.ins().load(PTR, trusted(), vt, (slot as usize * 8) as i32)
+        let vt = b
+            .ins()
+            .load(PTR, self.mf.meta, cd, offsets::CD_VTABLE as i32);
+        b.ins()
+            .load(PTR, self.mf.meta, vt, (slot as usize * 8) as i32)
     }
 
     /// Interface dispatch (same as `Runtime::dispatch_interface`): the row of
@@ -577,10 +671,12 @@ impl FuncEnv {
         let cd = self.class_of(b, obj);
         let len = b
             .ins()
-            .uload32(trusted(), cd, offsets::CD_ISLOTS_LEN as i32);
+            .uload32(self.mf.meta, cd, offsets::CD_ISLOTS_LEN as i32);
         let iv = b.ins().iconst(types::I64, iface as i64);
         let in_range = b.ins().icmp(IntCC::UnsignedLessThan, iv, len);
-        let islots = b.ins().load(PTR, trusted(), cd, offsets::CD_ISLOTS as i32);
+        let islots = b
+            .ins()
+            .load(PTR, self.mf.meta, cd, offsets::CD_ISLOTS as i32);
         // Index 0 when out of range; the row is then discarded by the select.
         let zero = b.ins().iconst(types::I64, 0);
         let idx = b.ins().select(in_range, iv, zero);
@@ -591,7 +687,7 @@ impl FuncEnv {
         // may be null then): load only through a valid address.
         let safe = self_slot_addr(b, self);
         let safe_addr = b.ins().select(in_range, addr, safe);
-        let row = b.ins().load(PTR, trusted(), safe_addr, 0);
+        let row = b.ins().load(PTR, self.mf.meta, safe_addr, 0);
         b.ins().select(in_range, row, zero)
     }
 
@@ -607,13 +703,15 @@ impl FuncEnv {
                 let w = (id / 64) as i64;
                 let words = b
                     .ins()
-                    .uload32(trusted(), cd, offsets::CD_IBITMAP_WORDS as i32);
+                    .uload32(self.mf.meta, cd, offsets::CD_IBITMAP_WORDS as i32);
                 let in_range = b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, words, w);
-                let bm = b.ins().load(PTR, trusted(), cd, offsets::CD_IBITMAP as i32);
+                let bm = b
+                    .ins()
+                    .load(PTR, self.mf.meta, cd, offsets::CD_IBITMAP as i32);
                 let addr = b.ins().iadd_imm_s(bm, w * 8);
                 let safe = self_slot_addr(b, self);
                 let addr = b.ins().select(in_range, addr, safe);
-                let word = b.ins().load(types::I64, trusted(), addr, 0);
+                let word = b.ins().load(types::I64, self.mf.meta, addr, 0);
                 let bit = b.ins().band_imm_s(word, 1i64 << (id % 64));
                 let set = b.ins().icmp_imm_s(IntCC::NotEqual, bit, 0);
                 let f = b.ins().iconst(types::I8, 0);
@@ -621,15 +719,17 @@ impl FuncEnv {
             }
             _ => {
                 let depth = target.depth as i64;
-                let d = b.ins().uload32(trusted(), cd, offsets::CD_DEPTH as i32);
+                let d = b.ins().uload32(self.mf.meta, cd, offsets::CD_DEPTH as i32);
                 let deep_enough = b
                     .ins()
                     .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, d, depth);
-                let disp = b.ins().load(PTR, trusted(), cd, offsets::CD_DISPLAY as i32);
+                let disp = b
+                    .ins()
+                    .load(PTR, self.mf.meta, cd, offsets::CD_DISPLAY as i32);
                 let addr = b.ins().iadd_imm_s(disp, depth * 8);
                 let safe = self_slot_addr(b, self);
                 let addr = b.ins().select(deep_enough, addr, safe);
-                let e = b.ins().load(PTR, trusted(), addr, 0);
+                let e = b.ins().load(PTR, self.mf.meta, addr, 0);
                 let same = b.ins().icmp(IntCC::Equal, e, tv);
                 let f = b.ins().iconst(types::I8, 0);
                 b.ins().select(deep_enough, same, f)
@@ -637,10 +737,17 @@ impl FuncEnv {
         }
     }
 
-    /// Array length (`u32`, as an `i32` value).
-    pub fn array_len(&self, b: &mut FunctionBuilder, arr: Value) -> Value {
-        b.ins()
-            .load(types::I32, trusted(), arr, ARRAY_LEN_OFFSET as i32)
+    /// Array length (`u32`, as an `i32` value). `invariant`: `arr` is
+    /// non-null wherever it is defined (a fresh local's array, see
+    /// `Tx::fresh`), so the load may be moved anywhere, e.g. out of loops:
+    /// a length never changes.
+    pub fn array_len(&self, b: &mut FunctionBuilder, arr: Value, invariant: bool) -> Value {
+        let f = if invariant {
+            self.mf.len.with_readonly().with_can_move()
+        } else {
+            self.mf.len
+        };
+        b.ins().load(types::I32, f, arr, ARRAY_LEN_OFFSET as i32)
     }
 
     /// Address of element `idx` (an in-range `i32`) of elements of `size` bytes.
@@ -660,12 +767,13 @@ impl FuncEnv {
         addr: Value,
         off: i32,
         want: Type,
+        mf: MemFlagsData,
     ) -> Value {
         match k {
-            Kind::Bool | Kind::U8 => b.ins().uload8(types::I32, trusted(), addr, off),
-            Kind::I32 => b.ins().load(types::I32, trusted(), addr, off),
-            Kind::F32 => b.ins().load(types::F32, trusted(), addr, off),
-            Kind::W64 => b.ins().load(want, trusted(), addr, off),
+            Kind::Bool | Kind::U8 => b.ins().uload8(types::I32, mf, addr, off),
+            Kind::I32 => b.ins().load(types::I32, mf, addr, off),
+            Kind::F32 => b.ins().load(types::F32, mf, addr, off),
+            Kind::W64 => b.ins().load(want, mf, addr, off),
             Kind::ABool | Kind::AU8 => {
                 let a = offset_addr(b, addr, off);
                 let v = b.ins().atomic_load(types::I8, trusted(), a);
@@ -680,17 +788,25 @@ impl FuncEnv {
 
     /// Store stack value `v` with storage kind `k` at `addr + off` (narrow
     /// stores: `u8` keeps the low 8 bits, `bool` stores `v != 0`).
-    pub fn store_kind(&self, b: &mut FunctionBuilder, k: Kind, addr: Value, off: i32, v: Value) {
+    pub fn store_kind(
+        &self,
+        b: &mut FunctionBuilder,
+        k: Kind,
+        addr: Value,
+        off: i32,
+        v: Value,
+        mf: MemFlagsData,
+    ) {
         match k {
             Kind::Bool => {
                 let n = bool_of(b, v);
-                b.ins().istore8(trusted(), n, addr, off);
+                b.ins().istore8(mf, n, addr, off);
             }
             Kind::U8 => {
-                b.ins().istore8(trusted(), v, addr, off);
+                b.ins().istore8(mf, v, addr, off);
             }
             Kind::I32 | Kind::F32 | Kind::W64 => {
-                b.ins().store(trusted(), v, addr, off);
+                b.ins().store(mf, v, addr, off);
             }
             Kind::ABool | Kind::AU8 => {
                 let a = offset_addr(b, addr, off);

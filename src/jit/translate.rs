@@ -26,7 +26,7 @@
 //! otherwise (or when nothing catches) the frame appends itself to the trace
 //! and returns 0 — exactly the interpreter's protocol.
 
-use super::env::{self, from_slot, to_slot, FuncEnv, Helper, PTR};
+use super::env::{self, from_slot, to_slot, FuncEnv, Helper, Region, PTR};
 use super::helpers::{code as fc, null_what};
 use crate::bytecode::Op;
 use crate::interp::{Cmp, Code, Kind, Src, I};
@@ -174,6 +174,10 @@ struct Tx<'a, 'f> {
     /// After it they are never null, and their frame slot (for the
     /// collector) is written once, there ([`Tx::fresh_locals`]).
     fresh: HashMap<u32, usize>,
+    /// Values read from a [`Tx::fresh`] local after its store: non-null
+    /// wherever they are defined (not only after a check), so loads of
+    /// immutable data through them may be moved freely.
+    fresh_vals: HashSet<Value>,
     /// The instruction being translated.
     cur: usize,
 }
@@ -190,7 +194,8 @@ impl<'a, 'f> Tx<'a, 'f> {
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         let p = b.block_params(entry).to_vec();
-        let env = FuncEnv::new(cc, p[0], p[1], p[2]);
+        let mut env = FuncEnv::new(cc, p[0], p[1], p[2]);
+        env.init_regions(&mut b);
         let propagate = b.create_block();
         b.set_cold_block(propagate);
         Tx {
@@ -211,6 +216,7 @@ impl<'a, 'f> Tx<'a, 'f> {
             nonnull: HashSet::new(),
             var_cache: HashMap::new(),
             fresh: HashMap::new(),
+            fresh_vals: HashSet::new(),
             cur: 0,
         }
     }
@@ -304,12 +310,11 @@ impl<'a, 'f> Tx<'a, 'f> {
         }
         // Never merged with an earlier load of the word: the poll's
         // `sequence_point` is a fence to Cranelift's alias analysis.
-        let w = self.b.ins().load(
-            types::I32,
-            env::trusted(),
-            self.env.thread,
-            offsets::TC_INTERRUPT as i32,
-        );
+        let wa = self
+            .b
+            .ins()
+            .iadd_imm_s(self.env.thread, offsets::TC_INTERRUPT as i64);
+        let w = self.b.ins().atomic_load(types::I32, env::trusted(), wa);
         let slow = self.b.create_block();
         self.b.set_cold_block(slow);
         self.b.ins().brif(w, slow, &[], cont, &[]);
@@ -641,6 +646,7 @@ impl<'a, 'f> Tx<'a, 'f> {
         self.var_cache.insert(s, v);
         if self.fresh.get(&s).is_some_and(|&at| self.cur > at) {
             self.nonnull.insert(v);
+            self.fresh_vals.insert(v);
         }
         v
     }
@@ -1030,7 +1036,8 @@ impl<'a, 'f> Tx<'a, 'f> {
                 let row = self.env.iface_row(&mut self.b, args[0], iface);
                 let none = self.b.ins().icmp_imm_s(IntCC::Equal, row, 0);
                 self.fault_if(none, i, fc::NOT_IMPLEMENTED, None, None);
-                let callee = self.b.ins().load(PTR, env::trusted(), row, idx as i32 * 8);
+                let meta = self.env.mf.meta;
+                let callee = self.b.ins().load(PTR, meta, row, idx as i32 * 8);
                 self.emit_call(i, i as u64, callee, &args, ret)?;
             }
             I::Newobj { mh, nargs } => {
@@ -1094,25 +1101,29 @@ impl<'a, 'f> Tx<'a, 'f> {
                 let o = self.pop()?;
                 self.null_check(o, i, "ldfld");
                 let ty = self.result_type(i)?;
-                let v = self.env.load_kind(&mut self.b, k, o, off as i32, ty);
+                let mf = self.env.region(&mut self.b, Region::Field(off));
+                let v = self.env.load_kind(&mut self.b, k, o, off as i32, ty, mf);
                 self.stack.push(v);
             }
             I::Stfld(off, k) => {
                 let v = self.pop()?;
                 let o = self.pop()?;
                 self.null_check(o, i, "stfld");
-                self.env.store_kind(&mut self.b, k, o, off as i32, v);
+                let mf = self.env.region(&mut self.b, Region::Field(off));
+                self.env.store_kind(&mut self.b, k, o, off as i32, v, mf);
             }
             I::Ldsfld(addr, k) => {
                 let ty = self.result_type(i)?;
                 let a = self.env.ptr_const(&mut self.b, addr as usize);
-                let v = self.env.load_kind(&mut self.b, k, a, 0, ty);
+                let mf = self.env.region(&mut self.b, Region::Static(addr as usize));
+                let v = self.env.load_kind(&mut self.b, k, a, 0, ty, mf);
                 self.stack.push(v);
             }
             I::Stsfld(addr, k) => {
                 let v = self.pop()?;
                 let a = self.env.ptr_const(&mut self.b, addr as usize);
-                self.env.store_kind(&mut self.b, k, a, 0, v);
+                let mf = self.env.region(&mut self.b, Region::Static(addr as usize));
+                self.env.store_kind(&mut self.b, k, a, 0, v, mf);
             }
             I::Isinst(cd) => {
                 let o = self.pop()?;
@@ -1172,7 +1183,8 @@ impl<'a, 'f> Tx<'a, 'f> {
             I::Ldlen => {
                 let a = self.pop()?;
                 self.null_check(a, i, "ldlen");
-                let n = self.env.array_len(&mut self.b, a);
+                let inv = self.fresh_vals.contains(&a);
+                let n = self.env.array_len(&mut self.b, a, inv);
                 self.stack.push(n);
             }
             I::Ldelem(k, size) => {
@@ -1182,7 +1194,8 @@ impl<'a, 'f> Tx<'a, 'f> {
                 self.bounds_check(a, idx, i);
                 let ty = self.result_type(i)?;
                 let p = self.env.elem_addr(&mut self.b, a, idx, size);
-                let v = self.env.load_kind(&mut self.b, k, p, 0, ty);
+                let mf = self.env.mf.elem;
+                let v = self.env.load_kind(&mut self.b, k, p, 0, ty, mf);
                 self.stack.push(v);
             }
             I::Stelem(k, size) => {
@@ -1192,7 +1205,8 @@ impl<'a, 'f> Tx<'a, 'f> {
                 self.null_check(a, i, "stelem");
                 self.bounds_check(a, idx, i);
                 let p = self.env.elem_addr(&mut self.b, a, idx, size);
-                self.env.store_kind(&mut self.b, k, p, 0, v);
+                let mf = self.env.mf.elem;
+                self.env.store_kind(&mut self.b, k, p, 0, v, mf);
             }
             I::Atomic { op, kind, off } => {
                 let nv = match op {
@@ -1276,7 +1290,8 @@ impl<'a, 'f> Tx<'a, 'f> {
     }
 
     fn bounds_check(&mut self, a: Value, idx: Value, at: usize) {
-        let len = self.env.array_len(&mut self.b, a);
+        let inv = self.fresh_vals.contains(&a);
+        let len = self.env.array_len(&mut self.b, a, inv);
         let oob = self
             .b
             .ins()
@@ -1335,12 +1350,20 @@ impl<'a, 'f> Tx<'a, 'f> {
             AOp::Load => {
                 let ty = self.result_type(at)?;
                 let k = atomic_kind(kind);
-                let v = self.env.load_kind(&mut self.b, k, base, off, ty);
+                let v = self
+                    .env
+                    .load_kind(&mut self.b, k, base, off, ty, env::trusted());
                 self.stack.push(v);
             }
             AOp::Store => {
-                self.env
-                    .store_kind(&mut self.b, atomic_kind(kind), base, off, vals[0]);
+                self.env.store_kind(
+                    &mut self.b,
+                    atomic_kind(kind),
+                    base,
+                    off,
+                    vals[0],
+                    env::trusted(),
+                );
             }
             AOp::Add => {
                 let v = self.env.atomic_add(&mut self.b, kind, base, off, vals[0]);
