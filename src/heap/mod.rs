@@ -826,7 +826,7 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), 10, "distinct cells");
-        assert!(list.iter().all(|&p| (p as usize) % 8 == 0));
+        assert!(list.iter().all(|&p| (p as usize).is_multiple_of(8)));
         assert!(matches!(
             h.take_cells(c, 1),
             Err(HeapError::LimitExceeded { .. })
