@@ -664,31 +664,43 @@ impl FuncEnv {
             .load(PTR, self.mf.meta, vt, (slot as usize * 8) as i32)
     }
 
-    /// Interface dispatch (same as `Runtime::dispatch_interface`): the row of
-    /// interface `iface` in the receiver's interface slot table, or null if
-    /// the class does not implement it. Returns (row, is_null).
-    pub fn iface_row(&self, b: &mut FunctionBuilder, obj: Value, iface: u32) -> Value {
+    /// Interface dispatch, first half (same as `Runtime::dispatch_interface`):
+    /// the receiver's class descriptor and whether interface `iface` has a
+    /// row in its interface slot table (`i8`). The caller raises
+    /// `NotImplementedException` on a cold path when it has not, then calls
+    /// [`FuncEnv::iface_row`].
+    pub fn iface_in_range(
+        &self,
+        b: &mut FunctionBuilder,
+        obj: Value,
+        iface: u32,
+    ) -> (Value, Value) {
         let cd = self.class_of(b, obj);
         let len = b
             .ins()
             .uload32(self.mf.meta, cd, offsets::CD_ISLOTS_LEN as i32);
-        let iv = b.ins().iconst(types::I64, iface as i64);
-        let in_range = b.ins().icmp(IntCC::UnsignedLessThan, iv, len);
+        let ok = b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedGreaterThan, len, iface as i64);
+        (cd, ok)
+    }
+
+    /// Interface dispatch, second half: the row of interface `iface` in the
+    /// interface slot table of class descriptor `cd` (after
+    /// [`FuncEnv::iface_in_range`] said it exists); null if the class does
+    /// not implement the interface.
+    pub fn iface_row(&self, b: &mut FunctionBuilder, cd: Value, iface: u32) -> Value {
         let islots = b
             .ins()
             .load(PTR, self.mf.meta, cd, offsets::CD_ISLOTS as i32);
-        // Index 0 when out of range; the row is then discarded by the select.
-        let zero = b.ins().iconst(types::I64, 0);
-        let idx = b.ins().select(in_range, iv, zero);
-        let off = b.ins().imul_imm_s(idx, 8);
-        let addr = b.ins().iadd(islots, off);
-        // islots has islots_len entries; when len == 0 the load must not
-        // happen, so guard it with a select on the address (`islots` itself
-        // may be null then): load only through a valid address.
-        let safe = self_slot_addr(b, self);
-        let safe_addr = b.ins().select(in_range, addr, safe);
-        let row = b.ins().load(PTR, self.mf.meta, safe_addr, 0);
-        b.ins().select(in_range, row, zero)
+        let off = iface as i64 * 8;
+        match i32::try_from(off) {
+            Ok(o) => b.ins().load(PTR, self.mf.meta, islots, o),
+            Err(_) => {
+                let a = b.ins().iadd_imm_s(islots, off);
+                b.ins().load(PTR, self.mf.meta, a, 0)
+            }
+        }
     }
 
     /// Is the non-null object `obj` an instance of `target`? (`i8`)

@@ -1033,7 +1033,12 @@ impl<'a, 'f> Tx<'a, 'f> {
             } => {
                 let args = self.pop_n(nargs as usize)?;
                 self.null_check(args[0], i, "callvirt receiver");
-                let row = self.env.iface_row(&mut self.b, args[0], iface);
+                // Branches to cold faults instead of selects: a class that
+                // does not implement the interface is the rare case.
+                let (cd, ok) = self.env.iface_in_range(&mut self.b, args[0], iface);
+                let out = self.b.ins().icmp_imm_s(IntCC::Equal, ok, 0);
+                self.fault_if(out, i, fc::NOT_IMPLEMENTED, None, None);
+                let row = self.env.iface_row(&mut self.b, cd, iface);
                 let none = self.b.ins().icmp_imm_s(IntCC::Equal, row, 0);
                 self.fault_if(none, i, fc::NOT_IMPLEMENTED, None, None);
                 let meta = self.env.mf.meta;
