@@ -555,3 +555,34 @@ fn foreign_fault_with_default_or_ignored_disposition_kills() {
         assert_eq!(st.signal(), Some(libc::SIGSEGV), "{mode}: {st:?}");
     }
 }
+
+#[test]
+fn interrupt_words_set_the_polling_page_hint() {
+    let _g = test_lock();
+    let page = init().unwrap();
+    assert!(
+        poll_hint_available(),
+        "memfd double mapping of the polling page"
+    );
+    // SAFETY: the polling page is mapped readable for the process's life
+    // and not armed (we hold the test lock, no stop-the-world runs).
+    let hint = || unsafe { std::ptr::read_volatile(page as *const u8) };
+    let w = interrupt::InterruptWord::new();
+    w.raise(interrupt::Reason::Interrupt as u32);
+    assert_eq!(hint(), 1, "a set word sets the hint");
+    // Raising again does not count twice: one take clears this word's share.
+    w.raise(interrupt::Reason::Deadline as u32);
+    assert_eq!(w.take(), interrupt::Reason::Deadline as u32);
+    assert_eq!(w.take(), 0);
+    let w2 = interrupt::InterruptWord::new();
+    w2.raise(interrupt::Reason::Interrupt as u32);
+    assert!(w2.clear_if(interrupt::Reason::Interrupt as u32));
+    assert!(!w2.clear_if(interrupt::Reason::Interrupt as u32));
+    // A word dropped while set gives its share back too.
+    let w3 = interrupt::InterruptWord::new();
+    w3.raise(interrupt::Reason::Interrupt as u32);
+    drop(w3);
+    // Every other test that sets words holds the same lock or has cleared
+    // them, so the count is back at zero.
+    assert_eq!(hint(), 0, "all words clear: hint clear");
+}
