@@ -43,6 +43,9 @@ use crate::safepoint;
 use crate::verify::{MethodInfo, VType, Verified};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
+mod fuse;
+pub use fuse::{Bin, X};
+
 /// Storage kind of a field, element or static.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -510,6 +513,9 @@ pub struct Code {
     pub stack_refs: Vec<u32>,
     /// Evaluation-stack depth before each instruction.
     pub depths: Vec<u32>,
+    /// What the interpreter runs: `insns` with superinstructions
+    /// (index-parallel to `insns`, see [`fuse`]).
+    pub xs: Vec<X>,
 }
 
 impl Code {
@@ -909,7 +915,7 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
             _ => None,
         })
         .collect();
-    Ok(Code {
+    let mut code = Code {
         insns,
         switch_targets,
         regions,
@@ -921,7 +927,21 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
         stack_ref_start,
         stack_refs,
         depths,
-    })
+        xs: Vec::new(),
+    };
+    code.xs = fuse::build(&code);
+    Ok(code)
+}
+
+/// Whether `mh` is bound to exactly the runtime's own `Std::sqrt` native
+/// (a method that merely shares the name never matches): such a call is
+/// [`X::SqrtF64`], the same IEEE square root without the native call.
+fn is_sqrt(mh: *const MethodHandle) -> bool {
+    // SAFETY: `mh` is a live handle of the runtime's tables (resolved call target).
+    let Some(native) = (unsafe { mh.as_ref() }).and_then(|m| m.native) else {
+        return false;
+    };
+    crate::runtime::natives::lookup("Std", "sqrt").is_some_and(|f| f as usize == native as usize)
 }
 
 fn arith(op: Op, t: &VType) -> Option<I> {
@@ -970,6 +990,8 @@ pub unsafe extern "C" fn interp_entry(
     mh: *const MethodHandle,
     args: *const u64,
 ) -> u64 {
+    // SAFETY: the thread context is live (contract).
+    let saved_top = unsafe { (*thread).vs_top };
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: per this function's contract.
         unsafe { run(&mut *thread, &*mh, args) }
@@ -979,12 +1001,37 @@ pub unsafe extern "C" fn interp_entry(
         Err(_) => {
             // SAFETY: the thread context is live.
             let t = unsafe { &mut *thread };
+            // Nested interpreted frames are entered directly (`invoke`), so
+            // a panic unwinds all of them to here: drop their records.
+            t.vs_top = saved_top;
             t.raise(Fault::new(
                 FaultKind::Exception,
                 "internal error in the interpreter",
             ));
             t.trace.push(mh);
             0
+        }
+    }
+}
+
+/// Call `callee` with the argument slots at `args`: an interpreted callee
+/// is run directly (no slot call, no `catch_unwind` per frame: a panic
+/// unwinds to the outermost [`interp_entry`], which reports it), anything
+/// else goes through its method slot.
+///
+/// # Safety
+/// As [`call_method`]: `t` is this thread's live context, `callee` a live
+/// handle and `args` holds its argument slots.
+#[inline(always)]
+unsafe fn invoke(t: &mut ThreadCtx, callee: *const MethodHandle, args: *const u64) -> u64 {
+    // SAFETY: caller contract; an `interp_entry` slot means the handle has
+    // pre-decoded code (installed by `prepare` before any slot is used), which
+    // `run` loads with Acquire.
+    unsafe {
+        if (*callee).entry.load(Ordering::Relaxed) == interp_entry as *const () as usize {
+            run(t, &*callee, args)
+        } else {
+            call_method(t, callee, args)
         }
     }
 }
@@ -1058,15 +1105,29 @@ unsafe fn run(t: &mut ThreadCtx, mh: &MethodHandle, args: *const u64) -> u64 {
         *base.add(frame::EH) = 0;
         let slots = base.add(HEADER_SLOTS);
         let nargs = code.nargs as usize;
-        if nargs > 0 {
-            std::ptr::copy_nonoverlapping(args, slots, nargs);
+        // Plain loops: frames are small, a `memcpy`/`memset` call costs more.
+        for i in 0..nargs {
+            *slots.add(i) = *args.add(i);
         }
-        std::ptr::write_bytes(slots.add(nargs), 0, code.nlocals as usize);
+        for i in nargs..nargs + code.nlocals as usize {
+            *slots.add(i) = 0;
+        }
         for &(s, k) in &code.narrow_args {
             *slots.add(s as usize) = k.narrow(*slots.add(s as usize));
         }
         t.vs_top = slots.add(fs);
-        let r = exec(t, mh, code, slots);
+        // Only a method with protected regions ever records a continuation
+        // or a caught exception; without regions its (empty) state is not
+        // published in the record and needs no drop.
+        let mut eh = std::mem::ManuallyDrop::new(EhState::default());
+        let has_eh = !code.regions.is_empty();
+        if has_eh {
+            *base.add(frame::EH) = &mut *eh as *mut EhState as u64;
+        }
+        let r = exec(t, mh, code, slots, &mut eh);
+        if has_eh {
+            std::mem::ManuallyDrop::drop(&mut eh);
+        }
         t.vs_top = base;
         r
     }
@@ -1078,18 +1139,22 @@ unsafe fn run(t: &mut ThreadCtx, mh: &MethodHandle, args: *const u64) -> u64 {
 /// `base` is a frame of `code.frame_slots` slots holding the arguments and
 /// zeroed locals; see the module's safety argument.
 #[allow(clippy::cognitive_complexity)]
-unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64) -> u64 {
+unsafe fn exec(
+    t: &mut ThreadCtx,
+    mh: &MethodHandle,
+    code: &Code,
+    base: *mut u64,
+    eh: &mut EhState,
+) -> u64 {
     let rt: &Runtime = t.rt();
     let rt: &Runtime = &*(rt as *const Runtime); // detach from `t`'s borrow
     let l = base;
     let s = base.add((code.nargs + code.nlocals) as usize);
     let mut sp = s;
-    let insns = code.insns.as_ptr();
+    let xs = code.xs.as_ptr();
     let mut pc: usize = 0;
     // The frame record's header: the safepoint position and the exception state.
     let posp = base.sub(HEADER_SLOTS).add(frame::POS);
-    let mut eh = EhState::default();
-    *base.sub(HEADER_SLOTS).add(frame::EH) = &mut eh as *mut EhState as u64;
     // Method-entry poll (the arguments and zeroed locals are in their slots).
     // An interrupt here is thrown before the first instruction, outside
     // every protected region of this method (as in compiled code).
@@ -1144,7 +1209,6 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
         // The dispatch loop yields the index of a faulting instruction
         // (with `t.pending` set).
         let at: usize = 'dispatch: loop {
-            let ins = *insns.add(pc);
             let cur = pc;
             pc += 1;
             macro_rules! fault {
@@ -1182,26 +1246,147 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     v as *mut u8
                 }};
             }
-            match ins {
-                I::Nop => {}
-                I::Unreachable => fault!(
+            // A fault in part `k` of a fused instruction.
+            macro_rules! raise_at {
+                ($k:expr, $f:expr) => {{
+                    t.raise($f);
+                    break 'dispatch cur + $k;
+                }};
+            }
+            // A taken fused branch to `$target` whose operands were `$a`, `$b`
+            // (the branch itself is part 2): a backward one writes the
+            // operands into their stack slots (the frame then holds the
+            // verifier's stack before the branch), records the branch's
+            // index and polls.
+            macro_rules! fused_jump {
+                ($target:expr, $a:expr, $b:expr) => {{
+                    let target = $target as usize;
+                    if target <= cur + 2 {
+                        *sp = $a;
+                        *sp.add(1) = $b;
+                        at!(cur + 2);
+                        safepoint::poll();
+                        if t.interrupt.load(Ordering::Relaxed) != 0 {
+                            let f = t.take_interrupt();
+                            raise_at!(2, f);
+                        }
+                    }
+                    pc = target;
+                }};
+            }
+            match *xs.add(cur) {
+                X::SqrtF64 => {
+                    *sp.sub(1) = f64b!(*sp.sub(1)).sqrt().to_bits();
+                    continue 'dispatch;
+                }
+                X::LdLd(a, b) => {
+                    *sp = *l.add(a as usize);
+                    *sp.add(1) = *l.add(b as usize);
+                    sp = sp.add(2);
+                    pc = cur + 2;
+                    continue 'dispatch;
+                }
+                X::LdFld { a, off, k } => {
+                    let o = *l.add(a as usize);
+                    if o == 0 {
+                        raise_at!(1, Fault::null_in("ldfld"));
+                    }
+                    push!(load((o as *const u8).add(off as usize), k));
+                    pc = cur + 2;
+                    continue 'dispatch;
+                }
+                X::BinLL { op, a, b } => {
+                    push!(fuse::bin(op, *l.add(a as usize), *l.add(b as usize)));
+                    pc = cur + 3;
+                    continue 'dispatch;
+                }
+                X::BinLLSt { op, a, b, c } => {
+                    *l.add(c as usize) = fuse::bin(op, *l.add(a as usize), *l.add(b as usize));
+                    pc = cur + 4;
+                    continue 'dispatch;
+                }
+                X::BinLC { op, a, k } => {
+                    push!(fuse::bin(op, *l.add(a as usize), k));
+                    pc = cur + 3;
+                    continue 'dispatch;
+                }
+                X::BinLCSt { op, a, c, k } => {
+                    *l.add(c as usize) = fuse::bin(op, *l.add(a as usize), k);
+                    pc = cur + 4;
+                    continue 'dispatch;
+                }
+                X::BinSL { op, b } => {
+                    *sp.sub(1) = fuse::bin(op, *sp.sub(1), *l.add(b as usize));
+                    pc = cur + 2;
+                    continue 'dispatch;
+                }
+                X::BinSLSt { op, b, c } => {
+                    let a = pop!();
+                    *l.add(c as usize) = fuse::bin(op, a, *l.add(b as usize));
+                    pc = cur + 3;
+                    continue 'dispatch;
+                }
+                X::BinSt { op, c } => {
+                    let b = pop!();
+                    let a = pop!();
+                    *l.add(c as usize) = fuse::bin(op, a, b);
+                    pc = cur + 2;
+                    continue 'dispatch;
+                }
+                X::BrLL { c, a, b, t: target } => {
+                    let (va, vb) = (*l.add(a as usize), *l.add(b as usize));
+                    if cmp(c, va, vb) {
+                        fused_jump!(target, va, vb);
+                    } else {
+                        pc = cur + 3;
+                    }
+                    continue 'dispatch;
+                }
+                X::BrLC { c, a, t: target, k } => {
+                    let va = *l.add(a as usize);
+                    if cmp(c, va, k) {
+                        fused_jump!(target, va, k);
+                    } else {
+                        pc = cur + 3;
+                    }
+                    continue 'dispatch;
+                }
+                X::LdElemLL { a, i, k, size } => {
+                    let arr = *l.add(a as usize) as *mut u8;
+                    let i = *l.add(i as usize) as i32;
+                    if arr.is_null() {
+                        raise_at!(2, Fault::null_in("ldelem"));
+                    }
+                    let n = array_len(arr);
+                    if i < 0 || i as u32 >= n {
+                        raise_at!(2, Fault::index_out_of_range(i, n));
+                    }
+                    push!(load(
+                        arr.add(ARRAY_DATA_OFFSET + i as usize * size as usize),
+                        k
+                    ));
+                    pc = cur + 3;
+                    continue 'dispatch;
+                }
+                X::I(I::Nop) => {}
+                X::I(I::Unreachable) => fault!(
                     FaultKind::Exception,
                     "internal error: unreachable instruction executed"
                 ),
-                I::Const(v) => push!(v),
-                I::Ld(i) => push!(*l.add(i as usize)),
-                I::St(i) => *l.add(i as usize) = pop!(),
-                I::StU8(i) => *l.add(i as usize) = pop!() & 0xFF,
-                I::StBool(i) => *l.add(i as usize) = (pop!() as u32 != 0) as u64,
-                I::Dup => {
+                X::I(I::Const(v)) => push!(v),
+                X::I(I::Ld(i)) => push!(*l.add(i as usize)),
+                X::I(I::St(i)) => *l.add(i as usize) = pop!(),
+                X::I(I::StU8(i)) => *l.add(i as usize) = pop!() & 0xFF,
+                X::I(I::StBool(i)) => *l.add(i as usize) = (pop!() as u32 != 0) as u64,
+                X::I(I::Dup) => {
                     let v = *sp.sub(1);
                     push!(v)
                 }
-                I::Pop => sp = sp.sub(1),
-                I::AddI32 => bin!(|a, b| (a as i32).wrapping_add(b as i32) as i64 as u64),
-                I::SubI32 => bin!(|a, b| (a as i32).wrapping_sub(b as i32) as i64 as u64),
-                I::MulI32 => bin!(|a, b| (a as i32).wrapping_mul(b as i32) as i64 as u64),
-                I::DivI32 | I::RemI32 => {
+                X::I(I::Pop) => sp = sp.sub(1),
+                X::I(I::AddI32) => bin!(|a, b| (a as i32).wrapping_add(b as i32) as i64 as u64),
+                X::I(I::SubI32) => bin!(|a, b| (a as i32).wrapping_sub(b as i32) as i64 as u64),
+                X::I(I::MulI32) => bin!(|a, b| (a as i32).wrapping_mul(b as i32) as i64 as u64),
+                X::I(ins @ (I::DivI32 | I::RemI32)) => {
                     let b = *sp.sub(1) as i32;
                     let a = *sp.sub(2) as i32;
                     if b == 0 {
@@ -1218,7 +1403,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     sp = sp.sub(1);
                     *sp.sub(1) = r as i64 as u64;
                 }
-                I::DivUnI32 | I::RemUnI32 => {
+                X::I(ins @ (I::DivUnI32 | I::RemUnI32)) => {
                     let b = *sp.sub(1) as u32;
                     let a = *sp.sub(2) as u32;
                     if b == 0 {
@@ -1232,11 +1417,11 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     sp = sp.sub(1);
                     *sp.sub(1) = r as i32 as i64 as u64;
                 }
-                I::NegI32 => *sp.sub(1) = (*sp.sub(1) as i32).wrapping_neg() as i64 as u64,
-                I::AddI64 => bin!(|a, b| a.wrapping_add(b)),
-                I::SubI64 => bin!(|a, b| a.wrapping_sub(b)),
-                I::MulI64 => bin!(|a, b| a.wrapping_mul(b)),
-                I::DivI64 | I::RemI64 => {
+                X::I(I::NegI32) => *sp.sub(1) = (*sp.sub(1) as i32).wrapping_neg() as i64 as u64,
+                X::I(I::AddI64) => bin!(|a, b| a.wrapping_add(b)),
+                X::I(I::SubI64) => bin!(|a, b| a.wrapping_sub(b)),
+                X::I(I::MulI64) => bin!(|a, b| a.wrapping_mul(b)),
+                X::I(ins @ (I::DivI64 | I::RemI64)) => {
                     let b = *sp.sub(1) as i64;
                     let a = *sp.sub(2) as i64;
                     if b == 0 {
@@ -1253,7 +1438,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     sp = sp.sub(1);
                     *sp.sub(1) = r as u64;
                 }
-                I::DivUnI64 | I::RemUnI64 => {
+                X::I(ins @ (I::DivUnI64 | I::RemUnI64)) => {
                     let b = *sp.sub(1);
                     let a = *sp.sub(2);
                     if b == 0 {
@@ -1267,55 +1452,59 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     sp = sp.sub(1);
                     *sp.sub(1) = r;
                 }
-                I::NegI64 => *sp.sub(1) = (*sp.sub(1) as i64).wrapping_neg() as u64,
-                I::AddF32 => bin!(|a, b| (f32b!(a) + f32b!(b)).to_bits() as u64),
-                I::SubF32 => bin!(|a, b| (f32b!(a) - f32b!(b)).to_bits() as u64),
-                I::MulF32 => bin!(|a, b| (f32b!(a) * f32b!(b)).to_bits() as u64),
-                I::DivF32 => bin!(|a, b| (f32b!(a) / f32b!(b)).to_bits() as u64),
-                I::RemF32 => bin!(|a, b| (f32b!(a) % f32b!(b)).to_bits() as u64),
-                I::NegF32 => *sp.sub(1) = (-f32b!(*sp.sub(1))).to_bits() as u64,
-                I::AddF64 => bin!(|a, b| (f64b!(a) + f64b!(b)).to_bits()),
-                I::SubF64 => bin!(|a, b| (f64b!(a) - f64b!(b)).to_bits()),
-                I::MulF64 => bin!(|a, b| (f64b!(a) * f64b!(b)).to_bits()),
-                I::DivF64 => bin!(|a, b| (f64b!(a) / f64b!(b)).to_bits()),
-                I::RemF64 => bin!(|a, b| (f64b!(a) % f64b!(b)).to_bits()),
-                I::NegF64 => *sp.sub(1) = (-f64b!(*sp.sub(1))).to_bits(),
+                X::I(I::NegI64) => *sp.sub(1) = (*sp.sub(1) as i64).wrapping_neg() as u64,
+                X::I(I::AddF32) => bin!(|a, b| (f32b!(a) + f32b!(b)).to_bits() as u64),
+                X::I(I::SubF32) => bin!(|a, b| (f32b!(a) - f32b!(b)).to_bits() as u64),
+                X::I(I::MulF32) => bin!(|a, b| (f32b!(a) * f32b!(b)).to_bits() as u64),
+                X::I(I::DivF32) => bin!(|a, b| (f32b!(a) / f32b!(b)).to_bits() as u64),
+                X::I(I::RemF32) => bin!(|a, b| (f32b!(a) % f32b!(b)).to_bits() as u64),
+                X::I(I::NegF32) => *sp.sub(1) = (-f32b!(*sp.sub(1))).to_bits() as u64,
+                X::I(I::AddF64) => bin!(|a, b| (f64b!(a) + f64b!(b)).to_bits()),
+                X::I(I::SubF64) => bin!(|a, b| (f64b!(a) - f64b!(b)).to_bits()),
+                X::I(I::MulF64) => bin!(|a, b| (f64b!(a) * f64b!(b)).to_bits()),
+                X::I(I::DivF64) => bin!(|a, b| (f64b!(a) / f64b!(b)).to_bits()),
+                X::I(I::RemF64) => bin!(|a, b| (f64b!(a) % f64b!(b)).to_bits()),
+                X::I(I::NegF64) => *sp.sub(1) = (-f64b!(*sp.sub(1))).to_bits(),
                 // sign-extended i32s stay sign-extended under bitwise ops
-                I::And => bin!(|a, b| a & b),
-                I::Or => bin!(|a, b| a | b),
-                I::Xor => bin!(|a, b| a ^ b),
-                I::Not => *sp.sub(1) = !*sp.sub(1),
-                I::ShlI32 => bin!(|a, b| (a as i32).wrapping_shl(b as u32 & 31) as i64 as u64),
-                I::ShrI32 => bin!(|a, b| ((a as i32) >> (b as u32 & 31)) as i64 as u64),
-                I::ShrUnI32 => bin!(|a, b| ((a as u32) >> (b as u32 & 31)) as i32 as i64 as u64),
-                I::ShlI64 => bin!(|a, b| a << (b as u32 & 63)),
-                I::ShrI64 => bin!(|a, b| ((a as i64) >> (b as u32 & 63)) as u64),
-                I::ShrUnI64 => bin!(|a, b| a >> (b as u32 & 63)),
-                I::Cmp(c) => bin!(|a, b| cmp(c, a, b) as u64),
-                I::Conv(src, op) => match conv(src, op, *sp.sub(1)) {
+                X::I(I::And) => bin!(|a, b| a & b),
+                X::I(I::Or) => bin!(|a, b| a | b),
+                X::I(I::Xor) => bin!(|a, b| a ^ b),
+                X::I(I::Not) => *sp.sub(1) = !*sp.sub(1),
+                X::I(I::ShlI32) => {
+                    bin!(|a, b| (a as i32).wrapping_shl(b as u32 & 31) as i64 as u64)
+                }
+                X::I(I::ShrI32) => bin!(|a, b| ((a as i32) >> (b as u32 & 31)) as i64 as u64),
+                X::I(I::ShrUnI32) => {
+                    bin!(|a, b| ((a as u32) >> (b as u32 & 31)) as i32 as i64 as u64)
+                }
+                X::I(I::ShlI64) => bin!(|a, b| a << (b as u32 & 63)),
+                X::I(I::ShrI64) => bin!(|a, b| ((a as i64) >> (b as u32 & 63)) as u64),
+                X::I(I::ShrUnI64) => bin!(|a, b| a >> (b as u32 & 63)),
+                X::I(I::Cmp(c)) => bin!(|a, b| cmp(c, a, b) as u64),
+                X::I(I::Conv(src, op)) => match conv(src, op, *sp.sub(1)) {
                     Ok(v) => *sp.sub(1) = v,
                     Err(f) => {
                         t.raise(f);
                         break 'dispatch cur;
                     }
                 },
-                I::Br(target) => {
+                X::I(I::Br(target)) => {
                     back_edge!(target, cur);
                     pc = target as usize
                 }
-                I::Brtrue(target) => {
+                X::I(I::Brtrue(target)) => {
                     if pop!() != 0 {
                         back_edge!(target, cur);
                         pc = target as usize
                     }
                 }
-                I::Brfalse(target) => {
+                X::I(I::Brfalse(target)) => {
                     if pop!() == 0 {
                         back_edge!(target, cur);
                         pc = target as usize
                     }
                 }
-                I::BrCmp(c, target) => {
+                X::I(I::BrCmp(c, target)) => {
                     let b = pop!();
                     let a = pop!();
                     if cmp(c, a, b) {
@@ -1323,27 +1512,27 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         pc = target as usize
                     }
                 }
-                I::Switch { start, len } => {
+                X::I(I::Switch { start, len }) => {
                     let v = pop!() as u32;
                     if v < len {
                         pc = *code.switch_targets.get_unchecked((start + v) as usize) as usize;
                         back_edge!(pc, cur);
                     }
                 }
-                I::Ret(k) => return k.narrow(*sp.sub(1)),
-                I::RetVoid => return 0,
-                I::Call {
+                X::I(I::Ret(k)) => return k.narrow(*sp.sub(1)),
+                X::I(I::RetVoid) => return 0,
+                X::I(I::Call {
                     mh: callee,
                     nargs,
                     ret,
                     this,
-                } => {
+                }) => {
                     sp = sp.sub(nargs as usize);
                     if this && *sp == 0 {
                         raise!(Fault::null_receiver(&rt.method_name(&*callee)));
                     }
                     at!(cur);
-                    let r = call_method(t, callee, sp);
+                    let r = invoke(t, callee, sp);
                     if t.has_pending() {
                         break 'dispatch cur;
                     }
@@ -1351,12 +1540,12 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         push!(r)
                     }
                 }
-                I::CallVirt { slot, nargs, ret } => {
+                X::I(I::CallVirt { slot, nargs, ret }) => {
                     sp = sp.sub(nargs as usize);
                     let recv = nonnull!(*sp, "callvirt receiver");
                     let callee = *(*class_of(recv)).vtable.add(slot as usize);
                     at!(cur);
-                    let r = call_method(t, callee, sp);
+                    let r = invoke(t, callee, sp);
                     if t.has_pending() {
                         break 'dispatch cur;
                     }
@@ -1364,19 +1553,19 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         push!(r)
                     }
                 }
-                I::CallIface {
+                X::I(I::CallIface {
                     iface,
                     idx,
                     nargs,
                     ret,
-                } => {
+                }) => {
                     sp = sp.sub(nargs as usize);
                     let recv = nonnull!(*sp, "callvirt receiver");
                     let Some(callee) = rt.dispatch_interface(recv, iface, idx as usize) else {
                         raise!(Fault::not_implemented());
                     };
                     at!(cur);
-                    let r = call_method(t, callee, sp);
+                    let r = invoke(t, callee, sp);
                     if t.has_pending() {
                         break 'dispatch cur;
                     }
@@ -1384,7 +1573,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         push!(r)
                     }
                 }
-                I::Newobj { mh: ctor, nargs } => {
+                X::I(I::Newobj { mh: ctor, nargs }) => {
                     at!(cur);
                     let obj = match rt.alloc_object((*ctor).class) {
                         Ok(o) => o,
@@ -1398,31 +1587,31 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     std::ptr::copy(a, a.add(1), n);
                     *a = obj as u64;
                     at!(cur as u64 | frame::POS_CTOR);
-                    call_method(t, ctor, a);
+                    invoke(t, ctor, a);
                     if t.has_pending() {
                         break 'dispatch cur;
                     }
                     sp = a;
                     push!(obj as u64)
                 }
-                I::Ldfld(off, k) => {
+                X::I(I::Ldfld(off, k)) => {
                     let o = nonnull!(*sp.sub(1), "ldfld");
                     *sp.sub(1) = load(o.add(off as usize), k);
                 }
-                I::Stfld(off, k) => {
+                X::I(I::Stfld(off, k)) => {
                     let v = pop!();
                     let o = nonnull!(pop!(), "stfld");
                     store(o.add(off as usize), k, v);
                 }
-                I::Ldsfld(addr, k) => push!(load(addr, k)),
-                I::Stsfld(addr, k) => store(addr, k, pop!()),
-                I::Isinst(cd) => {
+                X::I(I::Ldsfld(addr, k)) => push!(load(addr, k)),
+                X::I(I::Stsfld(addr, k)) => store(addr, k, pop!()),
+                X::I(I::Isinst(cd)) => {
                     let o = *sp.sub(1);
                     if o != 0 && !(*class_of(o as *const u8)).instance_of(&*cd) {
                         *sp.sub(1) = 0;
                     }
                 }
-                I::Castclass(cd) => {
+                X::I(I::Castclass(cd)) => {
                     let o = *sp.sub(1);
                     if o != 0 {
                         let oc = &*class_of(o as *const u8);
@@ -1431,7 +1620,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         }
                     }
                 }
-                I::Newarr(cd) => {
+                X::I(I::Newarr(cd)) => {
                     let n = pop!() as i32;
                     if n < 0 {
                         raise!(Fault::negative_length(n));
@@ -1445,11 +1634,11 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         }
                     }
                 }
-                I::Ldlen => {
+                X::I(I::Ldlen) => {
                     let a = nonnull!(*sp.sub(1), "ldlen");
                     *sp.sub(1) = array_len(a) as i32 as i64 as u64;
                 }
-                I::Ldelem(k, size) => {
+                X::I(I::Ldelem(k, size)) => {
                     let i = pop!() as i32;
                     let a = nonnull!(*sp.sub(1), "ldelem");
                     let n = array_len(a);
@@ -1458,7 +1647,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     }
                     *sp.sub(1) = load(a.add(ARRAY_DATA_OFFSET + i as usize * size as usize), k);
                 }
-                I::Stelem(k, size) => {
+                X::I(I::Stelem(k, size)) => {
                     let v = pop!();
                     let i = pop!() as i32;
                     let a = nonnull!(pop!(), "stelem");
@@ -1468,7 +1657,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     }
                     store(a.add(ARRAY_DATA_OFFSET + i as usize * size as usize), k, v);
                 }
-                I::Atomic { op, kind, off } => {
+                X::I(I::Atomic { op, kind, off }) => {
                     let nv = match op {
                         AOp::Load => 0,
                         AOp::Cas => 2,
@@ -1481,7 +1670,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         push!(r)
                     }
                 }
-                I::AtomicS { op, kind, addr } => {
+                X::I(I::AtomicS { op, kind, addr }) => {
                     let nv = match op {
                         AOp::Load => 0,
                         AOp::Cas => 2,
@@ -1493,7 +1682,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         push!(r)
                     }
                 }
-                I::Throw => {
+                X::I(I::Throw) => {
                     let e = pop!();
                     if e == 0 {
                         raise!(Fault::throw_null());
@@ -1501,7 +1690,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     t.throw(e as *mut u8);
                     break 'dispatch cur;
                 }
-                I::Rethrow => {
+                X::I(I::Rethrow) => {
                     let c = eh
                         .caught
                         .iter()
@@ -1521,7 +1710,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     }
                     break 'dispatch cur;
                 }
-                I::Leave(target) => {
+                X::I(I::Leave(target)) => {
                     sp = s;
                     let cu = cur as u32;
                     eh.caught.retain(|c| {
@@ -1543,7 +1732,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         }
                     }
                 }
-                I::Endfinally => {
+                X::I(I::Endfinally) => {
                     sp = s;
                     match eh.conts.pop() {
                         Some(Cont::Leave {
@@ -1569,7 +1758,10 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         }) => {
                             t.pending = exc;
                             t.trace = trace;
-                            if dispatch(
+                            // A copy, so that `pc` itself is never
+                            // address-taken (it stays in a register).
+                            let mut npc = pc;
+                            let found = dispatch(
                                 t,
                                 code,
                                 &mut eh.conts,
@@ -1577,8 +1769,10 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                                 region + 1,
                                 from,
                                 cur as u32,
-                                &mut pc,
-                            ) {
+                                &mut npc,
+                            );
+                            pc = npc;
+                            if found {
                                 sp = s;
                                 if t.has_pending() {
                                     push!(take_pending(t));
@@ -1593,7 +1787,8 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
             }
         };
         // An exception is pending at instruction `at`.
-        if dispatch(
+        let mut npc = pc;
+        let found = dispatch(
             t,
             code,
             &mut eh.conts,
@@ -1601,8 +1796,10 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
             0,
             at as u32,
             at as u32,
-            &mut pc,
-        ) {
+            &mut npc,
+        );
+        pc = npc;
+        if found {
             sp = s;
             if t.has_pending() {
                 push!(take_pending(t));
@@ -1853,5 +2050,6 @@ mod tests {
     #[test]
     fn insn_is_compact() {
         assert!(std::mem::size_of::<I>() <= 24);
+        assert!(std::mem::size_of::<X>() <= 24);
     }
 }
