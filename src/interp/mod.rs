@@ -1105,12 +1105,24 @@ unsafe fn run(t: &mut ThreadCtx, mh: &MethodHandle, args: *const u64) -> u64 {
         *base.add(frame::EH) = 0;
         let slots = base.add(HEADER_SLOTS);
         let nargs = code.nargs as usize;
-        // Plain loops: frames are small, a `memcpy`/`memset` call costs more.
-        for i in 0..nargs {
-            *slots.add(i) = *args.add(i);
+        // Frames are small: a `memcpy`/`memset` call costs more than a few
+        // moves.
+        match nargs {
+            0 => {}
+            1 => *slots = *args,
+            2 => {
+                *slots = *args;
+                *slots.add(1) = *args.add(1);
+            }
+            _ => std::ptr::copy_nonoverlapping(args, slots, nargs),
         }
-        for i in nargs..nargs + code.nlocals as usize {
-            *slots.add(i) = 0;
+        let nlocals = code.nlocals as usize;
+        if nlocals <= 4 {
+            for i in 0..nlocals {
+                *slots.add(nargs + i) = 0;
+            }
+        } else {
+            std::ptr::write_bytes(slots.add(nargs), 0, nlocals);
         }
         for &(s, k) in &code.narrow_args {
             *slots.add(s as usize) = k.narrow(*slots.add(s as usize));
@@ -1246,6 +1258,44 @@ unsafe fn exec(
                     v as *mut u8
                 }};
             }
+            // Field and element accesses (`$k`, `$size`: constants in the
+            // specialised forms).
+            macro_rules! ldfld {
+                ($off:expr, $k:expr) => {{
+                    let o = nonnull!(*sp.sub(1), "ldfld");
+                    *sp.sub(1) = load(o.add($off as usize), $k);
+                }};
+            }
+            macro_rules! stfld {
+                ($off:expr, $k:expr) => {{
+                    let v = pop!();
+                    let o = nonnull!(pop!(), "stfld");
+                    store(o.add($off as usize), $k, v);
+                }};
+            }
+            macro_rules! ldelem {
+                ($k:expr, $size:expr) => {{
+                    let i = pop!() as i32;
+                    let a = nonnull!(*sp.sub(1), "ldelem");
+                    let n = array_len(a);
+                    if i < 0 || i as u32 >= n {
+                        raise!(Fault::index_out_of_range(i, n));
+                    }
+                    *sp.sub(1) = load(a.add(ARRAY_DATA_OFFSET + i as usize * $size), $k);
+                }};
+            }
+            macro_rules! stelem {
+                ($k:expr, $size:expr) => {{
+                    let v = pop!();
+                    let i = pop!() as i32;
+                    let a = nonnull!(pop!(), "stelem");
+                    let n = array_len(a);
+                    if i < 0 || i as u32 >= n {
+                        raise!(Fault::index_out_of_range(i, n));
+                    }
+                    store(a.add(ARRAY_DATA_OFFSET + i as usize * $size), $k, v);
+                }};
+            }
             // A fault in part `k` of a fused instruction.
             macro_rules! raise_at {
                 ($k:expr, $f:expr) => {{
@@ -1295,6 +1345,26 @@ unsafe fn exec(
                     pc = cur + 2;
                     continue 'dispatch;
                 }
+                X::LdFldW { a, off } => {
+                    let o = *l.add(a as usize);
+                    if o == 0 {
+                        raise_at!(1, Fault::null_in("ldfld"));
+                    }
+                    push!(load((o as *const u8).add(off as usize), Kind::W64));
+                    pc = cur + 2;
+                    continue 'dispatch;
+                }
+                X::AddI32LLSt { a, b, c } => {
+                    let (va, vb) = (*l.add(a as usize) as i32, *l.add(b as usize) as i32);
+                    *l.add(c as usize) = va.wrapping_add(vb) as i64 as u64;
+                    pc = cur + 4;
+                    continue 'dispatch;
+                }
+                X::AddI32LCSt { a, c, k } => {
+                    *l.add(c as usize) = (*l.add(a as usize) as i32).wrapping_add(k) as i64 as u64;
+                    pc = cur + 4;
+                    continue 'dispatch;
+                }
                 X::BinLL { op, a, b } => {
                     push!(fuse::bin(op, *l.add(a as usize), *l.add(b as usize)));
                     pc = cur + 3;
@@ -1342,6 +1412,24 @@ unsafe fn exec(
                     }
                     continue 'dispatch;
                 }
+                X::BrLtLL { a, b, t: target } => {
+                    let (va, vb) = (*l.add(a as usize), *l.add(b as usize));
+                    if (va as i64) < (vb as i64) {
+                        fused_jump!(target, va, vb);
+                    } else {
+                        pc = cur + 3;
+                    }
+                    continue 'dispatch;
+                }
+                X::BrGeLL { a, b, t: target } => {
+                    let (va, vb) = (*l.add(a as usize), *l.add(b as usize));
+                    if (va as i64) >= (vb as i64) {
+                        fused_jump!(target, va, vb);
+                    } else {
+                        pc = cur + 3;
+                    }
+                    continue 'dispatch;
+                }
                 X::BrLC { c, a, t: target, k } => {
                     let va = *l.add(a as usize);
                     if cmp(c, va, k) {
@@ -1368,25 +1456,25 @@ unsafe fn exec(
                     pc = cur + 3;
                     continue 'dispatch;
                 }
-                X::I(I::Nop) => {}
-                X::I(I::Unreachable) => fault!(
+                X::Nop => {}
+                X::Unreachable => fault!(
                     FaultKind::Exception,
                     "internal error: unreachable instruction executed"
                 ),
-                X::I(I::Const(v)) => push!(v),
-                X::I(I::Ld(i)) => push!(*l.add(i as usize)),
-                X::I(I::St(i)) => *l.add(i as usize) = pop!(),
-                X::I(I::StU8(i)) => *l.add(i as usize) = pop!() & 0xFF,
-                X::I(I::StBool(i)) => *l.add(i as usize) = (pop!() as u32 != 0) as u64,
-                X::I(I::Dup) => {
+                X::Const(v) => push!(v),
+                X::Ld(i) => push!(*l.add(i as usize)),
+                X::St(i) => *l.add(i as usize) = pop!(),
+                X::StU8(i) => *l.add(i as usize) = pop!() & 0xFF,
+                X::StBool(i) => *l.add(i as usize) = (pop!() as u32 != 0) as u64,
+                X::Dup => {
                     let v = *sp.sub(1);
                     push!(v)
                 }
-                X::I(I::Pop) => sp = sp.sub(1),
-                X::I(I::AddI32) => bin!(|a, b| (a as i32).wrapping_add(b as i32) as i64 as u64),
-                X::I(I::SubI32) => bin!(|a, b| (a as i32).wrapping_sub(b as i32) as i64 as u64),
-                X::I(I::MulI32) => bin!(|a, b| (a as i32).wrapping_mul(b as i32) as i64 as u64),
-                X::I(ins @ (I::DivI32 | I::RemI32)) => {
+                X::Pop => sp = sp.sub(1),
+                X::AddI32 => bin!(|a, b| (a as i32).wrapping_add(b as i32) as i64 as u64),
+                X::SubI32 => bin!(|a, b| (a as i32).wrapping_sub(b as i32) as i64 as u64),
+                X::MulI32 => bin!(|a, b| (a as i32).wrapping_mul(b as i32) as i64 as u64),
+                ins @ (X::DivI32 | X::RemI32) => {
                     let b = *sp.sub(1) as i32;
                     let a = *sp.sub(2) as i32;
                     if b == 0 {
@@ -1395,7 +1483,7 @@ unsafe fn exec(
                     if a == i32::MIN && b == -1 {
                         raise!(Fault::div_overflow(a));
                     }
-                    let r = if matches!(ins, I::DivI32) {
+                    let r = if matches!(ins, X::DivI32) {
                         a / b
                     } else {
                         a % b
@@ -1403,13 +1491,13 @@ unsafe fn exec(
                     sp = sp.sub(1);
                     *sp.sub(1) = r as i64 as u64;
                 }
-                X::I(ins @ (I::DivUnI32 | I::RemUnI32)) => {
+                ins @ (X::DivUnI32 | X::RemUnI32) => {
                     let b = *sp.sub(1) as u32;
                     let a = *sp.sub(2) as u32;
                     if b == 0 {
                         raise!(Fault::div_by_zero());
                     }
-                    let r = if matches!(ins, I::DivUnI32) {
+                    let r = if matches!(ins, X::DivUnI32) {
                         a / b
                     } else {
                         a % b
@@ -1417,11 +1505,11 @@ unsafe fn exec(
                     sp = sp.sub(1);
                     *sp.sub(1) = r as i32 as i64 as u64;
                 }
-                X::I(I::NegI32) => *sp.sub(1) = (*sp.sub(1) as i32).wrapping_neg() as i64 as u64,
-                X::I(I::AddI64) => bin!(|a, b| a.wrapping_add(b)),
-                X::I(I::SubI64) => bin!(|a, b| a.wrapping_sub(b)),
-                X::I(I::MulI64) => bin!(|a, b| a.wrapping_mul(b)),
-                X::I(ins @ (I::DivI64 | I::RemI64)) => {
+                X::NegI32 => *sp.sub(1) = (*sp.sub(1) as i32).wrapping_neg() as i64 as u64,
+                X::AddI64 => bin!(|a, b| a.wrapping_add(b)),
+                X::SubI64 => bin!(|a, b| a.wrapping_sub(b)),
+                X::MulI64 => bin!(|a, b| a.wrapping_mul(b)),
+                ins @ (X::DivI64 | X::RemI64) => {
                     let b = *sp.sub(1) as i64;
                     let a = *sp.sub(2) as i64;
                     if b == 0 {
@@ -1430,7 +1518,7 @@ unsafe fn exec(
                     if a == i64::MIN && b == -1 {
                         raise!(Fault::div_overflow(a));
                     }
-                    let r = if matches!(ins, I::DivI64) {
+                    let r = if matches!(ins, X::DivI64) {
                         a / b
                     } else {
                         a % b
@@ -1438,13 +1526,13 @@ unsafe fn exec(
                     sp = sp.sub(1);
                     *sp.sub(1) = r as u64;
                 }
-                X::I(ins @ (I::DivUnI64 | I::RemUnI64)) => {
+                ins @ (X::DivUnI64 | X::RemUnI64) => {
                     let b = *sp.sub(1);
                     let a = *sp.sub(2);
                     if b == 0 {
                         raise!(Fault::div_by_zero());
                     }
-                    let r = if matches!(ins, I::DivUnI64) {
+                    let r = if matches!(ins, X::DivUnI64) {
                         a / b
                     } else {
                         a % b
@@ -1452,59 +1540,59 @@ unsafe fn exec(
                     sp = sp.sub(1);
                     *sp.sub(1) = r;
                 }
-                X::I(I::NegI64) => *sp.sub(1) = (*sp.sub(1) as i64).wrapping_neg() as u64,
-                X::I(I::AddF32) => bin!(|a, b| (f32b!(a) + f32b!(b)).to_bits() as u64),
-                X::I(I::SubF32) => bin!(|a, b| (f32b!(a) - f32b!(b)).to_bits() as u64),
-                X::I(I::MulF32) => bin!(|a, b| (f32b!(a) * f32b!(b)).to_bits() as u64),
-                X::I(I::DivF32) => bin!(|a, b| (f32b!(a) / f32b!(b)).to_bits() as u64),
-                X::I(I::RemF32) => bin!(|a, b| (f32b!(a) % f32b!(b)).to_bits() as u64),
-                X::I(I::NegF32) => *sp.sub(1) = (-f32b!(*sp.sub(1))).to_bits() as u64,
-                X::I(I::AddF64) => bin!(|a, b| (f64b!(a) + f64b!(b)).to_bits()),
-                X::I(I::SubF64) => bin!(|a, b| (f64b!(a) - f64b!(b)).to_bits()),
-                X::I(I::MulF64) => bin!(|a, b| (f64b!(a) * f64b!(b)).to_bits()),
-                X::I(I::DivF64) => bin!(|a, b| (f64b!(a) / f64b!(b)).to_bits()),
-                X::I(I::RemF64) => bin!(|a, b| (f64b!(a) % f64b!(b)).to_bits()),
-                X::I(I::NegF64) => *sp.sub(1) = (-f64b!(*sp.sub(1))).to_bits(),
+                X::NegI64 => *sp.sub(1) = (*sp.sub(1) as i64).wrapping_neg() as u64,
+                X::AddF32 => bin!(|a, b| (f32b!(a) + f32b!(b)).to_bits() as u64),
+                X::SubF32 => bin!(|a, b| (f32b!(a) - f32b!(b)).to_bits() as u64),
+                X::MulF32 => bin!(|a, b| (f32b!(a) * f32b!(b)).to_bits() as u64),
+                X::DivF32 => bin!(|a, b| (f32b!(a) / f32b!(b)).to_bits() as u64),
+                X::RemF32 => bin!(|a, b| (f32b!(a) % f32b!(b)).to_bits() as u64),
+                X::NegF32 => *sp.sub(1) = (-f32b!(*sp.sub(1))).to_bits() as u64,
+                X::AddF64 => bin!(|a, b| (f64b!(a) + f64b!(b)).to_bits()),
+                X::SubF64 => bin!(|a, b| (f64b!(a) - f64b!(b)).to_bits()),
+                X::MulF64 => bin!(|a, b| (f64b!(a) * f64b!(b)).to_bits()),
+                X::DivF64 => bin!(|a, b| (f64b!(a) / f64b!(b)).to_bits()),
+                X::RemF64 => bin!(|a, b| (f64b!(a) % f64b!(b)).to_bits()),
+                X::NegF64 => *sp.sub(1) = (-f64b!(*sp.sub(1))).to_bits(),
                 // sign-extended i32s stay sign-extended under bitwise ops
-                X::I(I::And) => bin!(|a, b| a & b),
-                X::I(I::Or) => bin!(|a, b| a | b),
-                X::I(I::Xor) => bin!(|a, b| a ^ b),
-                X::I(I::Not) => *sp.sub(1) = !*sp.sub(1),
-                X::I(I::ShlI32) => {
+                X::And => bin!(|a, b| a & b),
+                X::Or => bin!(|a, b| a | b),
+                X::Xor => bin!(|a, b| a ^ b),
+                X::Not => *sp.sub(1) = !*sp.sub(1),
+                X::ShlI32 => {
                     bin!(|a, b| (a as i32).wrapping_shl(b as u32 & 31) as i64 as u64)
                 }
-                X::I(I::ShrI32) => bin!(|a, b| ((a as i32) >> (b as u32 & 31)) as i64 as u64),
-                X::I(I::ShrUnI32) => {
+                X::ShrI32 => bin!(|a, b| ((a as i32) >> (b as u32 & 31)) as i64 as u64),
+                X::ShrUnI32 => {
                     bin!(|a, b| ((a as u32) >> (b as u32 & 31)) as i32 as i64 as u64)
                 }
-                X::I(I::ShlI64) => bin!(|a, b| a << (b as u32 & 63)),
-                X::I(I::ShrI64) => bin!(|a, b| ((a as i64) >> (b as u32 & 63)) as u64),
-                X::I(I::ShrUnI64) => bin!(|a, b| a >> (b as u32 & 63)),
-                X::I(I::Cmp(c)) => bin!(|a, b| cmp(c, a, b) as u64),
-                X::I(I::Conv(src, op)) => match conv(src, op, *sp.sub(1)) {
+                X::ShlI64 => bin!(|a, b| a << (b as u32 & 63)),
+                X::ShrI64 => bin!(|a, b| ((a as i64) >> (b as u32 & 63)) as u64),
+                X::ShrUnI64 => bin!(|a, b| a >> (b as u32 & 63)),
+                X::Cmp(c) => bin!(|a, b| cmp(c, a, b) as u64),
+                X::Conv(src, op) => match conv(src, op, *sp.sub(1)) {
                     Ok(v) => *sp.sub(1) = v,
                     Err(f) => {
                         t.raise(f);
                         break 'dispatch cur;
                     }
                 },
-                X::I(I::Br(target)) => {
+                X::Br(target) => {
                     back_edge!(target, cur);
                     pc = target as usize
                 }
-                X::I(I::Brtrue(target)) => {
+                X::Brtrue(target) => {
                     if pop!() != 0 {
                         back_edge!(target, cur);
                         pc = target as usize
                     }
                 }
-                X::I(I::Brfalse(target)) => {
+                X::Brfalse(target) => {
                     if pop!() == 0 {
                         back_edge!(target, cur);
                         pc = target as usize
                     }
                 }
-                X::I(I::BrCmp(c, target)) => {
+                X::BrCmp(c, target) => {
                     let b = pop!();
                     let a = pop!();
                     if cmp(c, a, b) {
@@ -1512,21 +1600,21 @@ unsafe fn exec(
                         pc = target as usize
                     }
                 }
-                X::I(I::Switch { start, len }) => {
+                X::Switch { start, len } => {
                     let v = pop!() as u32;
                     if v < len {
                         pc = *code.switch_targets.get_unchecked((start + v) as usize) as usize;
                         back_edge!(pc, cur);
                     }
                 }
-                X::I(I::Ret(k)) => return k.narrow(*sp.sub(1)),
-                X::I(I::RetVoid) => return 0,
-                X::I(I::Call {
+                X::Ret(k) => return k.narrow(*sp.sub(1)),
+                X::RetVoid => return 0,
+                X::Call {
                     mh: callee,
                     nargs,
                     ret,
                     this,
-                }) => {
+                } => {
                     sp = sp.sub(nargs as usize);
                     if this && *sp == 0 {
                         raise!(Fault::null_receiver(&rt.method_name(&*callee)));
@@ -1540,7 +1628,7 @@ unsafe fn exec(
                         push!(r)
                     }
                 }
-                X::I(I::CallVirt { slot, nargs, ret }) => {
+                X::CallVirt { slot, nargs, ret } => {
                     sp = sp.sub(nargs as usize);
                     let recv = nonnull!(*sp, "callvirt receiver");
                     let callee = *(*class_of(recv)).vtable.add(slot as usize);
@@ -1553,12 +1641,12 @@ unsafe fn exec(
                         push!(r)
                     }
                 }
-                X::I(I::CallIface {
+                X::CallIface {
                     iface,
                     idx,
                     nargs,
                     ret,
-                }) => {
+                } => {
                     sp = sp.sub(nargs as usize);
                     let recv = nonnull!(*sp, "callvirt receiver");
                     let Some(callee) = rt.dispatch_interface(recv, iface, idx as usize) else {
@@ -1573,7 +1661,7 @@ unsafe fn exec(
                         push!(r)
                     }
                 }
-                X::I(I::Newobj { mh: ctor, nargs }) => {
+                X::Newobj { mh: ctor, nargs } => {
                     at!(cur);
                     let obj = match rt.alloc_object((*ctor).class) {
                         Ok(o) => o,
@@ -1594,24 +1682,21 @@ unsafe fn exec(
                     sp = a;
                     push!(obj as u64)
                 }
-                X::I(I::Ldfld(off, k)) => {
-                    let o = nonnull!(*sp.sub(1), "ldfld");
-                    *sp.sub(1) = load(o.add(off as usize), k);
-                }
-                X::I(I::Stfld(off, k)) => {
-                    let v = pop!();
-                    let o = nonnull!(pop!(), "stfld");
-                    store(o.add(off as usize), k, v);
-                }
-                X::I(I::Ldsfld(addr, k)) => push!(load(addr, k)),
-                X::I(I::Stsfld(addr, k)) => store(addr, k, pop!()),
-                X::I(I::Isinst(cd)) => {
+                X::Ldfld(off, k) => ldfld!(off, k),
+                X::LdfldW(off) => ldfld!(off, Kind::W64),
+                X::LdfldI(off) => ldfld!(off, Kind::I32),
+                X::Stfld(off, k) => stfld!(off, k),
+                X::StfldW(off) => stfld!(off, Kind::W64),
+                X::StfldI(off) => stfld!(off, Kind::I32),
+                X::Ldsfld(addr, k) => push!(load(addr, k)),
+                X::Stsfld(addr, k) => store(addr, k, pop!()),
+                X::Isinst(cd) => {
                     let o = *sp.sub(1);
                     if o != 0 && !(*class_of(o as *const u8)).instance_of(&*cd) {
                         *sp.sub(1) = 0;
                     }
                 }
-                X::I(I::Castclass(cd)) => {
+                X::Castclass(cd) => {
                     let o = *sp.sub(1);
                     if o != 0 {
                         let oc = &*class_of(o as *const u8);
@@ -1620,7 +1705,7 @@ unsafe fn exec(
                         }
                     }
                 }
-                X::I(I::Newarr(cd)) => {
+                X::Newarr(cd) => {
                     let n = pop!() as i32;
                     if n < 0 {
                         raise!(Fault::negative_length(n));
@@ -1634,30 +1719,20 @@ unsafe fn exec(
                         }
                     }
                 }
-                X::I(I::Ldlen) => {
+                X::Ldlen => {
                     let a = nonnull!(*sp.sub(1), "ldlen");
                     *sp.sub(1) = array_len(a) as i32 as i64 as u64;
                 }
-                X::I(I::Ldelem(k, size)) => {
-                    let i = pop!() as i32;
-                    let a = nonnull!(*sp.sub(1), "ldelem");
-                    let n = array_len(a);
-                    if i < 0 || i as u32 >= n {
-                        raise!(Fault::index_out_of_range(i, n));
-                    }
-                    *sp.sub(1) = load(a.add(ARRAY_DATA_OFFSET + i as usize * size as usize), k);
-                }
-                X::I(I::Stelem(k, size)) => {
-                    let v = pop!();
-                    let i = pop!() as i32;
-                    let a = nonnull!(pop!(), "stelem");
-                    let n = array_len(a);
-                    if i < 0 || i as u32 >= n {
-                        raise!(Fault::index_out_of_range(i, n));
-                    }
-                    store(a.add(ARRAY_DATA_OFFSET + i as usize * size as usize), k, v);
-                }
-                X::I(I::Atomic { op, kind, off }) => {
+                X::Ldelem(k, size) => ldelem!(k, size as usize),
+                X::LdelemI32 => ldelem!(Kind::I32, 4),
+                X::LdelemU8 => ldelem!(Kind::U8, 1),
+                X::LdelemW64 => ldelem!(Kind::W64, 8),
+                X::Stelem(k, size) => stelem!(k, size as usize),
+                X::StelemI32 => stelem!(Kind::I32, 4),
+                X::StelemBool => stelem!(Kind::Bool, 1),
+                X::StelemU8 => stelem!(Kind::U8, 1),
+                X::StelemW64 => stelem!(Kind::W64, 8),
+                X::Atomic { op, kind, off } => {
                     let nv = match op {
                         AOp::Load => 0,
                         AOp::Cas => 2,
@@ -1670,7 +1745,7 @@ unsafe fn exec(
                         push!(r)
                     }
                 }
-                X::I(I::AtomicS { op, kind, addr }) => {
+                X::AtomicS { op, kind, addr } => {
                     let nv = match op {
                         AOp::Load => 0,
                         AOp::Cas => 2,
@@ -1682,7 +1757,7 @@ unsafe fn exec(
                         push!(r)
                     }
                 }
-                X::I(I::Throw) => {
+                X::Throw => {
                     let e = pop!();
                     if e == 0 {
                         raise!(Fault::throw_null());
@@ -1690,7 +1765,7 @@ unsafe fn exec(
                     t.throw(e as *mut u8);
                     break 'dispatch cur;
                 }
-                X::I(I::Rethrow) => {
+                X::Rethrow => {
                     let c = eh
                         .caught
                         .iter()
@@ -1710,7 +1785,7 @@ unsafe fn exec(
                     }
                     break 'dispatch cur;
                 }
-                X::I(I::Leave(target)) => {
+                X::Leave(target) => {
                     sp = s;
                     let cu = cur as u32;
                     eh.caught.retain(|c| {
@@ -1732,7 +1807,7 @@ unsafe fn exec(
                         }
                     }
                 }
-                X::I(I::Endfinally) => {
+                X::Endfinally => {
                     sp = s;
                     match eh.conts.pop() {
                         Some(Cont::Leave {
