@@ -423,7 +423,7 @@ pub enum X {
 
 impl X {
     /// How many plain instructions this one covers.
-    pub fn len(&self) -> u32 {
+    pub fn covers(&self) -> u32 {
         match self {
             X::SqrtF64
             | X::LdfldW(_)
@@ -506,13 +506,13 @@ pub fn build(code: &Code) -> Vec<X> {
         let free = |m: usize| i + m <= n && (i + 1..i + m).all(|j| !target[j]);
         let x = fuse_at(i, &free, &ld, &ld16, &st16, &cst, &binop, insns);
         if let Some(x) = x {
-            i += x.len() as usize;
-            let start = i - x.len() as usize;
+            i += x.covers() as usize;
+            let start = i - x.covers() as usize;
             xs[start] = x;
             continue;
         }
         xs[i] = match insns[i] {
-            I::Call { mh, .. } if super::is_sqrt(mh as *const MethodHandle) => X::SqrtF64,
+            I::Call { mh, .. } if super::is_sqrt(mh) => X::SqrtF64,
             I::Ldfld(off, Kind::W64) => X::LdfldW(off),
             I::Ldfld(off, Kind::I32) => X::LdfldI(off),
             I::Stfld(off, Kind::W64) => X::StfldW(off),

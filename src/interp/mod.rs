@@ -21,8 +21,22 @@
 //! `i32` (and `bool`/`u8`/`char`) sign-extended to 64 bits, `f32` bits in the
 //! low 32, `f64` bits, references and pointers as addresses.
 //!
+//! The loop runs [`Code::xs`], the interpreter's own executable form
+//! ([`X`], built by `fuse.rs`): the instructions of [`I`] in one flat enum
+//! (one jump per instruction), plus superinstructions for common short
+//! sequences (`ldloc; ldloc; add; stloc`, `ldloc; ldc; blt`, `ldloc;
+//! ldfld`, ...), forms specialised by kind (`i32`/8-byte fields and
+//! elements, `blt`/`bge` on locals) and `Std::sqrt` as an instruction.
+//! Indices are those of `insns` (which the JIT translates), so positions,
+//! regions and stack maps are unchanged; `fuse`'s module documentation
+//! gives the invariants.
+//!
 //! Calls go through the callee's method slot ([`crate::runtime::call_method`]);
-//! [`interp_entry`] is the slot of interpreted methods. Exceptions follow the
+//! [`interp_entry`] is the slot of interpreted methods. A call of a method
+//! whose slot is `interp_entry` skips the slot and the adapter's
+//! `catch_unwind` and runs the callee's frame directly (`run`); a panic then
+//! unwinds to the outermost adapter, which restores `vs_top` and reports
+//! it. Exceptions follow the
 //! runtime's pending-exception protocol; `.try`/`catch`/`finally`, `leave`,
 //! `endfinally`, `throw` and `rethrow` are handled here per frame.
 //!
@@ -514,7 +528,7 @@ pub struct Code {
     /// Evaluation-stack depth before each instruction.
     pub depths: Vec<u32>,
     /// What the interpreter runs: `insns` with superinstructions
-    /// (index-parallel to `insns`, see [`fuse`]).
+    /// (index-parallel to `insns`, see `fuse.rs`).
     pub xs: Vec<X>,
 }
 
