@@ -21,8 +21,22 @@
 //! `i32` (and `bool`/`u8`/`char`) sign-extended to 64 bits, `f32` bits in the
 //! low 32, `f64` bits, references and pointers as addresses.
 //!
+//! The loop runs [`Code::xs`], the interpreter's own executable form
+//! ([`X`], built by `fuse.rs`): the instructions of [`I`] in one flat enum
+//! (one jump per instruction), plus superinstructions for common short
+//! sequences (`ldloc; ldloc; add; stloc`, `ldloc; ldc; blt`, `ldloc;
+//! ldfld`, ...), forms specialised by kind (`i32`/8-byte fields and
+//! elements, `blt`/`bge` on locals) and `Std::sqrt` as an instruction.
+//! Indices are those of `insns` (which the JIT translates), so positions,
+//! regions and stack maps are unchanged; `fuse`'s module documentation
+//! gives the invariants.
+//!
 //! Calls go through the callee's method slot ([`crate::runtime::call_method`]);
-//! [`interp_entry`] is the slot of interpreted methods. Exceptions follow the
+//! [`interp_entry`] is the slot of interpreted methods. A call of a method
+//! whose slot is `interp_entry` skips the slot and the adapter's
+//! `catch_unwind` and runs the callee's frame directly (`run`); a panic then
+//! unwinds to the outermost adapter, which restores `vs_top` and reports
+//! it. Exceptions follow the
 //! runtime's pending-exception protocol; `.try`/`catch`/`finally`, `leave`,
 //! `endfinally`, `throw` and `rethrow` are handled here per frame.
 //!
@@ -42,6 +56,9 @@ use crate::runtime::{approx_sp, call_method, Fault, FaultKind, Runtime, ThreadCt
 use crate::safepoint;
 use crate::verify::{MethodInfo, VType, Verified};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+mod fuse;
+pub use fuse::{Bin, X};
 
 /// Storage kind of a field, element or static.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -510,6 +527,9 @@ pub struct Code {
     pub stack_refs: Vec<u32>,
     /// Evaluation-stack depth before each instruction.
     pub depths: Vec<u32>,
+    /// What the interpreter runs: `insns` with superinstructions
+    /// (index-parallel to `insns`, see `fuse.rs`).
+    pub xs: Vec<X>,
 }
 
 impl Code {
@@ -909,7 +929,7 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
             _ => None,
         })
         .collect();
-    Ok(Code {
+    let mut code = Code {
         insns,
         switch_targets,
         regions,
@@ -921,7 +941,21 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
         stack_ref_start,
         stack_refs,
         depths,
-    })
+        xs: Vec::new(),
+    };
+    code.xs = fuse::build(&code);
+    Ok(code)
+}
+
+/// Whether `mh` is bound to exactly the runtime's own `Std::sqrt` native
+/// (a method that merely shares the name never matches): such a call is
+/// [`X::SqrtF64`], the same IEEE square root without the native call.
+fn is_sqrt(mh: *const MethodHandle) -> bool {
+    // SAFETY: `mh` is a live handle of the runtime's tables (resolved call target).
+    let Some(native) = (unsafe { mh.as_ref() }).and_then(|m| m.native) else {
+        return false;
+    };
+    crate::runtime::natives::lookup("Std", "sqrt").is_some_and(|f| f as usize == native as usize)
 }
 
 fn arith(op: Op, t: &VType) -> Option<I> {
@@ -970,6 +1004,8 @@ pub unsafe extern "C" fn interp_entry(
     mh: *const MethodHandle,
     args: *const u64,
 ) -> u64 {
+    // SAFETY: the thread context is live (contract).
+    let saved_top = unsafe { (*thread).vs_top };
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: per this function's contract.
         unsafe { run(&mut *thread, &*mh, args) }
@@ -979,12 +1015,37 @@ pub unsafe extern "C" fn interp_entry(
         Err(_) => {
             // SAFETY: the thread context is live.
             let t = unsafe { &mut *thread };
+            // Nested interpreted frames are entered directly (`invoke`), so
+            // a panic unwinds all of them to here: drop their records.
+            t.vs_top = saved_top;
             t.raise(Fault::new(
                 FaultKind::Exception,
                 "internal error in the interpreter",
             ));
             t.trace.push(mh);
             0
+        }
+    }
+}
+
+/// Call `callee` with the argument slots at `args`: an interpreted callee
+/// is run directly (no slot call, no `catch_unwind` per frame: a panic
+/// unwinds to the outermost [`interp_entry`], which reports it), anything
+/// else goes through its method slot.
+///
+/// # Safety
+/// As [`call_method`]: `t` is this thread's live context, `callee` a live
+/// handle and `args` holds its argument slots.
+#[inline(always)]
+unsafe fn invoke(t: &mut ThreadCtx, callee: *const MethodHandle, args: *const u64) -> u64 {
+    // SAFETY: caller contract; an `interp_entry` slot means the handle has
+    // pre-decoded code (installed by `prepare` before any slot is used), which
+    // `run` loads with Acquire.
+    unsafe {
+        if (*callee).entry.load(Ordering::Relaxed) == interp_entry as *const () as usize {
+            run(t, &*callee, args)
+        } else {
+            call_method(t, callee, args)
         }
     }
 }
@@ -1058,15 +1119,41 @@ unsafe fn run(t: &mut ThreadCtx, mh: &MethodHandle, args: *const u64) -> u64 {
         *base.add(frame::EH) = 0;
         let slots = base.add(HEADER_SLOTS);
         let nargs = code.nargs as usize;
-        if nargs > 0 {
-            std::ptr::copy_nonoverlapping(args, slots, nargs);
+        // Frames are small: a `memcpy`/`memset` call costs more than a few
+        // moves.
+        match nargs {
+            0 => {}
+            1 => *slots = *args,
+            2 => {
+                *slots = *args;
+                *slots.add(1) = *args.add(1);
+            }
+            _ => std::ptr::copy_nonoverlapping(args, slots, nargs),
         }
-        std::ptr::write_bytes(slots.add(nargs), 0, code.nlocals as usize);
+        let nlocals = code.nlocals as usize;
+        if nlocals <= 4 {
+            for i in 0..nlocals {
+                *slots.add(nargs + i) = 0;
+            }
+        } else {
+            std::ptr::write_bytes(slots.add(nargs), 0, nlocals);
+        }
         for &(s, k) in &code.narrow_args {
             *slots.add(s as usize) = k.narrow(*slots.add(s as usize));
         }
         t.vs_top = slots.add(fs);
-        let r = exec(t, mh, code, slots);
+        // Only a method with protected regions ever records a continuation
+        // or a caught exception; without regions its (empty) state is not
+        // published in the record and needs no drop.
+        let mut eh = std::mem::ManuallyDrop::new(EhState::default());
+        let has_eh = !code.regions.is_empty();
+        if has_eh {
+            *base.add(frame::EH) = &mut *eh as *mut EhState as u64;
+        }
+        let r = exec(t, mh, code, slots, &mut eh);
+        if has_eh {
+            std::mem::ManuallyDrop::drop(&mut eh);
+        }
         t.vs_top = base;
         r
     }
@@ -1078,18 +1165,22 @@ unsafe fn run(t: &mut ThreadCtx, mh: &MethodHandle, args: *const u64) -> u64 {
 /// `base` is a frame of `code.frame_slots` slots holding the arguments and
 /// zeroed locals; see the module's safety argument.
 #[allow(clippy::cognitive_complexity)]
-unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64) -> u64 {
+unsafe fn exec(
+    t: &mut ThreadCtx,
+    mh: &MethodHandle,
+    code: &Code,
+    base: *mut u64,
+    eh: &mut EhState,
+) -> u64 {
     let rt: &Runtime = t.rt();
     let rt: &Runtime = &*(rt as *const Runtime); // detach from `t`'s borrow
     let l = base;
     let s = base.add((code.nargs + code.nlocals) as usize);
     let mut sp = s;
-    let insns = code.insns.as_ptr();
+    let xs = code.xs.as_ptr();
     let mut pc: usize = 0;
     // The frame record's header: the safepoint position and the exception state.
     let posp = base.sub(HEADER_SLOTS).add(frame::POS);
-    let mut eh = EhState::default();
-    *base.sub(HEADER_SLOTS).add(frame::EH) = &mut eh as *mut EhState as u64;
     // Method-entry poll (the arguments and zeroed locals are in their slots).
     // An interrupt here is thrown before the first instruction, outside
     // every protected region of this method (as in compiled code).
@@ -1144,7 +1235,6 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
         // The dispatch loop yields the index of a faulting instruction
         // (with `t.pending` set).
         let at: usize = 'dispatch: loop {
-            let ins = *insns.add(pc);
             let cur = pc;
             pc += 1;
             macro_rules! fault {
@@ -1182,26 +1272,223 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     v as *mut u8
                 }};
             }
-            match ins {
-                I::Nop => {}
-                I::Unreachable => fault!(
+            // Field and element accesses (`$k`, `$size`: constants in the
+            // specialised forms).
+            macro_rules! ldfld {
+                ($off:expr, $k:expr) => {{
+                    let o = nonnull!(*sp.sub(1), "ldfld");
+                    *sp.sub(1) = load(o.add($off as usize), $k);
+                }};
+            }
+            macro_rules! stfld {
+                ($off:expr, $k:expr) => {{
+                    let v = pop!();
+                    let o = nonnull!(pop!(), "stfld");
+                    store(o.add($off as usize), $k, v);
+                }};
+            }
+            macro_rules! ldelem {
+                ($k:expr, $size:expr) => {{
+                    let i = pop!() as i32;
+                    let a = nonnull!(*sp.sub(1), "ldelem");
+                    let n = array_len(a);
+                    if i < 0 || i as u32 >= n {
+                        raise!(Fault::index_out_of_range(i, n));
+                    }
+                    *sp.sub(1) = load(a.add(ARRAY_DATA_OFFSET + i as usize * $size), $k);
+                }};
+            }
+            macro_rules! stelem {
+                ($k:expr, $size:expr) => {{
+                    let v = pop!();
+                    let i = pop!() as i32;
+                    let a = nonnull!(pop!(), "stelem");
+                    let n = array_len(a);
+                    if i < 0 || i as u32 >= n {
+                        raise!(Fault::index_out_of_range(i, n));
+                    }
+                    store(a.add(ARRAY_DATA_OFFSET + i as usize * $size), $k, v);
+                }};
+            }
+            // A fault in part `k` of a fused instruction.
+            macro_rules! raise_at {
+                ($k:expr, $f:expr) => {{
+                    t.raise($f);
+                    break 'dispatch cur + $k;
+                }};
+            }
+            // A taken fused branch to `$target` whose operands were `$a`, `$b`
+            // (the branch itself is part 2): a backward one writes the
+            // operands into their stack slots (the frame then holds the
+            // verifier's stack before the branch), records the branch's
+            // index and polls.
+            macro_rules! fused_jump {
+                ($target:expr, $a:expr, $b:expr) => {{
+                    let target = $target as usize;
+                    if target <= cur + 2 {
+                        *sp = $a;
+                        *sp.add(1) = $b;
+                        at!(cur + 2);
+                        safepoint::poll();
+                        if t.interrupt.load(Ordering::Relaxed) != 0 {
+                            let f = t.take_interrupt();
+                            raise_at!(2, f);
+                        }
+                    }
+                    pc = target;
+                }};
+            }
+            match *xs.add(cur) {
+                X::SqrtF64 => {
+                    *sp.sub(1) = f64b!(*sp.sub(1)).sqrt().to_bits();
+                    continue 'dispatch;
+                }
+                X::LdLd(a, b) => {
+                    *sp = *l.add(a as usize);
+                    *sp.add(1) = *l.add(b as usize);
+                    sp = sp.add(2);
+                    pc = cur + 2;
+                    continue 'dispatch;
+                }
+                X::LdFld { a, off, k } => {
+                    let o = *l.add(a as usize);
+                    if o == 0 {
+                        raise_at!(1, Fault::null_in("ldfld"));
+                    }
+                    push!(load((o as *const u8).add(off as usize), k));
+                    pc = cur + 2;
+                    continue 'dispatch;
+                }
+                X::LdFldW { a, off } => {
+                    let o = *l.add(a as usize);
+                    if o == 0 {
+                        raise_at!(1, Fault::null_in("ldfld"));
+                    }
+                    push!(load((o as *const u8).add(off as usize), Kind::W64));
+                    pc = cur + 2;
+                    continue 'dispatch;
+                }
+                X::AddI32LLSt { a, b, c } => {
+                    let (va, vb) = (*l.add(a as usize) as i32, *l.add(b as usize) as i32);
+                    *l.add(c as usize) = va.wrapping_add(vb) as i64 as u64;
+                    pc = cur + 4;
+                    continue 'dispatch;
+                }
+                X::AddI32LCSt { a, c, k } => {
+                    *l.add(c as usize) = (*l.add(a as usize) as i32).wrapping_add(k) as i64 as u64;
+                    pc = cur + 4;
+                    continue 'dispatch;
+                }
+                X::BinLL { op, a, b } => {
+                    push!(fuse::bin(op, *l.add(a as usize), *l.add(b as usize)));
+                    pc = cur + 3;
+                    continue 'dispatch;
+                }
+                X::BinLLSt { op, a, b, c } => {
+                    *l.add(c as usize) = fuse::bin(op, *l.add(a as usize), *l.add(b as usize));
+                    pc = cur + 4;
+                    continue 'dispatch;
+                }
+                X::BinLC { op, a, k } => {
+                    push!(fuse::bin(op, *l.add(a as usize), k));
+                    pc = cur + 3;
+                    continue 'dispatch;
+                }
+                X::BinLCSt { op, a, c, k } => {
+                    *l.add(c as usize) = fuse::bin(op, *l.add(a as usize), k);
+                    pc = cur + 4;
+                    continue 'dispatch;
+                }
+                X::BinSL { op, b } => {
+                    *sp.sub(1) = fuse::bin(op, *sp.sub(1), *l.add(b as usize));
+                    pc = cur + 2;
+                    continue 'dispatch;
+                }
+                X::BinSLSt { op, b, c } => {
+                    let a = pop!();
+                    *l.add(c as usize) = fuse::bin(op, a, *l.add(b as usize));
+                    pc = cur + 3;
+                    continue 'dispatch;
+                }
+                X::BinSt { op, c } => {
+                    let b = pop!();
+                    let a = pop!();
+                    *l.add(c as usize) = fuse::bin(op, a, b);
+                    pc = cur + 2;
+                    continue 'dispatch;
+                }
+                X::BrLL { c, a, b, t: target } => {
+                    let (va, vb) = (*l.add(a as usize), *l.add(b as usize));
+                    if cmp(c, va, vb) {
+                        fused_jump!(target, va, vb);
+                    } else {
+                        pc = cur + 3;
+                    }
+                    continue 'dispatch;
+                }
+                X::BrLtLL { a, b, t: target } => {
+                    let (va, vb) = (*l.add(a as usize), *l.add(b as usize));
+                    if (va as i64) < (vb as i64) {
+                        fused_jump!(target, va, vb);
+                    } else {
+                        pc = cur + 3;
+                    }
+                    continue 'dispatch;
+                }
+                X::BrGeLL { a, b, t: target } => {
+                    let (va, vb) = (*l.add(a as usize), *l.add(b as usize));
+                    if (va as i64) >= (vb as i64) {
+                        fused_jump!(target, va, vb);
+                    } else {
+                        pc = cur + 3;
+                    }
+                    continue 'dispatch;
+                }
+                X::BrLC { c, a, t: target, k } => {
+                    let va = *l.add(a as usize);
+                    if cmp(c, va, k) {
+                        fused_jump!(target, va, k);
+                    } else {
+                        pc = cur + 3;
+                    }
+                    continue 'dispatch;
+                }
+                X::LdElemLL { a, i, k, size } => {
+                    let arr = *l.add(a as usize) as *mut u8;
+                    let i = *l.add(i as usize) as i32;
+                    if arr.is_null() {
+                        raise_at!(2, Fault::null_in("ldelem"));
+                    }
+                    let n = array_len(arr);
+                    if i < 0 || i as u32 >= n {
+                        raise_at!(2, Fault::index_out_of_range(i, n));
+                    }
+                    push!(load(
+                        arr.add(ARRAY_DATA_OFFSET + i as usize * size as usize),
+                        k
+                    ));
+                    pc = cur + 3;
+                    continue 'dispatch;
+                }
+                X::Nop => {}
+                X::Unreachable => fault!(
                     FaultKind::Exception,
                     "internal error: unreachable instruction executed"
                 ),
-                I::Const(v) => push!(v),
-                I::Ld(i) => push!(*l.add(i as usize)),
-                I::St(i) => *l.add(i as usize) = pop!(),
-                I::StU8(i) => *l.add(i as usize) = pop!() & 0xFF,
-                I::StBool(i) => *l.add(i as usize) = (pop!() as u32 != 0) as u64,
-                I::Dup => {
+                X::Const(v) => push!(v),
+                X::Ld(i) => push!(*l.add(i as usize)),
+                X::St(i) => *l.add(i as usize) = pop!(),
+                X::StU8(i) => *l.add(i as usize) = pop!() & 0xFF,
+                X::StBool(i) => *l.add(i as usize) = (pop!() as u32 != 0) as u64,
+                X::Dup => {
                     let v = *sp.sub(1);
                     push!(v)
                 }
-                I::Pop => sp = sp.sub(1),
-                I::AddI32 => bin!(|a, b| (a as i32).wrapping_add(b as i32) as i64 as u64),
-                I::SubI32 => bin!(|a, b| (a as i32).wrapping_sub(b as i32) as i64 as u64),
-                I::MulI32 => bin!(|a, b| (a as i32).wrapping_mul(b as i32) as i64 as u64),
-                I::DivI32 | I::RemI32 => {
+                X::Pop => sp = sp.sub(1),
+                X::AddI32 => bin!(|a, b| (a as i32).wrapping_add(b as i32) as i64 as u64),
+                X::SubI32 => bin!(|a, b| (a as i32).wrapping_sub(b as i32) as i64 as u64),
+                X::MulI32 => bin!(|a, b| (a as i32).wrapping_mul(b as i32) as i64 as u64),
+                ins @ (X::DivI32 | X::RemI32) => {
                     let b = *sp.sub(1) as i32;
                     let a = *sp.sub(2) as i32;
                     if b == 0 {
@@ -1210,7 +1497,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     if a == i32::MIN && b == -1 {
                         raise!(Fault::div_overflow(a));
                     }
-                    let r = if matches!(ins, I::DivI32) {
+                    let r = if matches!(ins, X::DivI32) {
                         a / b
                     } else {
                         a % b
@@ -1218,13 +1505,13 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     sp = sp.sub(1);
                     *sp.sub(1) = r as i64 as u64;
                 }
-                I::DivUnI32 | I::RemUnI32 => {
+                ins @ (X::DivUnI32 | X::RemUnI32) => {
                     let b = *sp.sub(1) as u32;
                     let a = *sp.sub(2) as u32;
                     if b == 0 {
                         raise!(Fault::div_by_zero());
                     }
-                    let r = if matches!(ins, I::DivUnI32) {
+                    let r = if matches!(ins, X::DivUnI32) {
                         a / b
                     } else {
                         a % b
@@ -1232,11 +1519,11 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     sp = sp.sub(1);
                     *sp.sub(1) = r as i32 as i64 as u64;
                 }
-                I::NegI32 => *sp.sub(1) = (*sp.sub(1) as i32).wrapping_neg() as i64 as u64,
-                I::AddI64 => bin!(|a, b| a.wrapping_add(b)),
-                I::SubI64 => bin!(|a, b| a.wrapping_sub(b)),
-                I::MulI64 => bin!(|a, b| a.wrapping_mul(b)),
-                I::DivI64 | I::RemI64 => {
+                X::NegI32 => *sp.sub(1) = (*sp.sub(1) as i32).wrapping_neg() as i64 as u64,
+                X::AddI64 => bin!(|a, b| a.wrapping_add(b)),
+                X::SubI64 => bin!(|a, b| a.wrapping_sub(b)),
+                X::MulI64 => bin!(|a, b| a.wrapping_mul(b)),
+                ins @ (X::DivI64 | X::RemI64) => {
                     let b = *sp.sub(1) as i64;
                     let a = *sp.sub(2) as i64;
                     if b == 0 {
@@ -1245,7 +1532,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     if a == i64::MIN && b == -1 {
                         raise!(Fault::div_overflow(a));
                     }
-                    let r = if matches!(ins, I::DivI64) {
+                    let r = if matches!(ins, X::DivI64) {
                         a / b
                     } else {
                         a % b
@@ -1253,13 +1540,13 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     sp = sp.sub(1);
                     *sp.sub(1) = r as u64;
                 }
-                I::DivUnI64 | I::RemUnI64 => {
+                ins @ (X::DivUnI64 | X::RemUnI64) => {
                     let b = *sp.sub(1);
                     let a = *sp.sub(2);
                     if b == 0 {
                         raise!(Fault::div_by_zero());
                     }
-                    let r = if matches!(ins, I::DivUnI64) {
+                    let r = if matches!(ins, X::DivUnI64) {
                         a / b
                     } else {
                         a % b
@@ -1267,55 +1554,59 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     sp = sp.sub(1);
                     *sp.sub(1) = r;
                 }
-                I::NegI64 => *sp.sub(1) = (*sp.sub(1) as i64).wrapping_neg() as u64,
-                I::AddF32 => bin!(|a, b| (f32b!(a) + f32b!(b)).to_bits() as u64),
-                I::SubF32 => bin!(|a, b| (f32b!(a) - f32b!(b)).to_bits() as u64),
-                I::MulF32 => bin!(|a, b| (f32b!(a) * f32b!(b)).to_bits() as u64),
-                I::DivF32 => bin!(|a, b| (f32b!(a) / f32b!(b)).to_bits() as u64),
-                I::RemF32 => bin!(|a, b| (f32b!(a) % f32b!(b)).to_bits() as u64),
-                I::NegF32 => *sp.sub(1) = (-f32b!(*sp.sub(1))).to_bits() as u64,
-                I::AddF64 => bin!(|a, b| (f64b!(a) + f64b!(b)).to_bits()),
-                I::SubF64 => bin!(|a, b| (f64b!(a) - f64b!(b)).to_bits()),
-                I::MulF64 => bin!(|a, b| (f64b!(a) * f64b!(b)).to_bits()),
-                I::DivF64 => bin!(|a, b| (f64b!(a) / f64b!(b)).to_bits()),
-                I::RemF64 => bin!(|a, b| (f64b!(a) % f64b!(b)).to_bits()),
-                I::NegF64 => *sp.sub(1) = (-f64b!(*sp.sub(1))).to_bits(),
+                X::NegI64 => *sp.sub(1) = (*sp.sub(1) as i64).wrapping_neg() as u64,
+                X::AddF32 => bin!(|a, b| (f32b!(a) + f32b!(b)).to_bits() as u64),
+                X::SubF32 => bin!(|a, b| (f32b!(a) - f32b!(b)).to_bits() as u64),
+                X::MulF32 => bin!(|a, b| (f32b!(a) * f32b!(b)).to_bits() as u64),
+                X::DivF32 => bin!(|a, b| (f32b!(a) / f32b!(b)).to_bits() as u64),
+                X::RemF32 => bin!(|a, b| (f32b!(a) % f32b!(b)).to_bits() as u64),
+                X::NegF32 => *sp.sub(1) = (-f32b!(*sp.sub(1))).to_bits() as u64,
+                X::AddF64 => bin!(|a, b| (f64b!(a) + f64b!(b)).to_bits()),
+                X::SubF64 => bin!(|a, b| (f64b!(a) - f64b!(b)).to_bits()),
+                X::MulF64 => bin!(|a, b| (f64b!(a) * f64b!(b)).to_bits()),
+                X::DivF64 => bin!(|a, b| (f64b!(a) / f64b!(b)).to_bits()),
+                X::RemF64 => bin!(|a, b| (f64b!(a) % f64b!(b)).to_bits()),
+                X::NegF64 => *sp.sub(1) = (-f64b!(*sp.sub(1))).to_bits(),
                 // sign-extended i32s stay sign-extended under bitwise ops
-                I::And => bin!(|a, b| a & b),
-                I::Or => bin!(|a, b| a | b),
-                I::Xor => bin!(|a, b| a ^ b),
-                I::Not => *sp.sub(1) = !*sp.sub(1),
-                I::ShlI32 => bin!(|a, b| (a as i32).wrapping_shl(b as u32 & 31) as i64 as u64),
-                I::ShrI32 => bin!(|a, b| ((a as i32) >> (b as u32 & 31)) as i64 as u64),
-                I::ShrUnI32 => bin!(|a, b| ((a as u32) >> (b as u32 & 31)) as i32 as i64 as u64),
-                I::ShlI64 => bin!(|a, b| a << (b as u32 & 63)),
-                I::ShrI64 => bin!(|a, b| ((a as i64) >> (b as u32 & 63)) as u64),
-                I::ShrUnI64 => bin!(|a, b| a >> (b as u32 & 63)),
-                I::Cmp(c) => bin!(|a, b| cmp(c, a, b) as u64),
-                I::Conv(src, op) => match conv(src, op, *sp.sub(1)) {
+                X::And => bin!(|a, b| a & b),
+                X::Or => bin!(|a, b| a | b),
+                X::Xor => bin!(|a, b| a ^ b),
+                X::Not => *sp.sub(1) = !*sp.sub(1),
+                X::ShlI32 => {
+                    bin!(|a, b| (a as i32).wrapping_shl(b as u32 & 31) as i64 as u64)
+                }
+                X::ShrI32 => bin!(|a, b| ((a as i32) >> (b as u32 & 31)) as i64 as u64),
+                X::ShrUnI32 => {
+                    bin!(|a, b| ((a as u32) >> (b as u32 & 31)) as i32 as i64 as u64)
+                }
+                X::ShlI64 => bin!(|a, b| a << (b as u32 & 63)),
+                X::ShrI64 => bin!(|a, b| ((a as i64) >> (b as u32 & 63)) as u64),
+                X::ShrUnI64 => bin!(|a, b| a >> (b as u32 & 63)),
+                X::Cmp(c) => bin!(|a, b| cmp(c, a, b) as u64),
+                X::Conv(src, op) => match conv(src, op, *sp.sub(1)) {
                     Ok(v) => *sp.sub(1) = v,
                     Err(f) => {
                         t.raise(f);
                         break 'dispatch cur;
                     }
                 },
-                I::Br(target) => {
+                X::Br(target) => {
                     back_edge!(target, cur);
                     pc = target as usize
                 }
-                I::Brtrue(target) => {
+                X::Brtrue(target) => {
                     if pop!() != 0 {
                         back_edge!(target, cur);
                         pc = target as usize
                     }
                 }
-                I::Brfalse(target) => {
+                X::Brfalse(target) => {
                     if pop!() == 0 {
                         back_edge!(target, cur);
                         pc = target as usize
                     }
                 }
-                I::BrCmp(c, target) => {
+                X::BrCmp(c, target) => {
                     let b = pop!();
                     let a = pop!();
                     if cmp(c, a, b) {
@@ -1323,16 +1614,16 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         pc = target as usize
                     }
                 }
-                I::Switch { start, len } => {
+                X::Switch { start, len } => {
                     let v = pop!() as u32;
                     if v < len {
                         pc = *code.switch_targets.get_unchecked((start + v) as usize) as usize;
                         back_edge!(pc, cur);
                     }
                 }
-                I::Ret(k) => return k.narrow(*sp.sub(1)),
-                I::RetVoid => return 0,
-                I::Call {
+                X::Ret(k) => return k.narrow(*sp.sub(1)),
+                X::RetVoid => return 0,
+                X::Call {
                     mh: callee,
                     nargs,
                     ret,
@@ -1343,7 +1634,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         raise!(Fault::null_receiver(&rt.method_name(&*callee)));
                     }
                     at!(cur);
-                    let r = call_method(t, callee, sp);
+                    let r = invoke(t, callee, sp);
                     if t.has_pending() {
                         break 'dispatch cur;
                     }
@@ -1351,12 +1642,12 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         push!(r)
                     }
                 }
-                I::CallVirt { slot, nargs, ret } => {
+                X::CallVirt { slot, nargs, ret } => {
                     sp = sp.sub(nargs as usize);
                     let recv = nonnull!(*sp, "callvirt receiver");
                     let callee = *(*class_of(recv)).vtable.add(slot as usize);
                     at!(cur);
-                    let r = call_method(t, callee, sp);
+                    let r = invoke(t, callee, sp);
                     if t.has_pending() {
                         break 'dispatch cur;
                     }
@@ -1364,7 +1655,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         push!(r)
                     }
                 }
-                I::CallIface {
+                X::CallIface {
                     iface,
                     idx,
                     nargs,
@@ -1376,7 +1667,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         raise!(Fault::not_implemented());
                     };
                     at!(cur);
-                    let r = call_method(t, callee, sp);
+                    let r = invoke(t, callee, sp);
                     if t.has_pending() {
                         break 'dispatch cur;
                     }
@@ -1384,7 +1675,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         push!(r)
                     }
                 }
-                I::Newobj { mh: ctor, nargs } => {
+                X::Newobj { mh: ctor, nargs } => {
                     at!(cur);
                     let obj = match rt.alloc_object((*ctor).class) {
                         Ok(o) => o,
@@ -1398,31 +1689,28 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     std::ptr::copy(a, a.add(1), n);
                     *a = obj as u64;
                     at!(cur as u64 | frame::POS_CTOR);
-                    call_method(t, ctor, a);
+                    invoke(t, ctor, a);
                     if t.has_pending() {
                         break 'dispatch cur;
                     }
                     sp = a;
                     push!(obj as u64)
                 }
-                I::Ldfld(off, k) => {
-                    let o = nonnull!(*sp.sub(1), "ldfld");
-                    *sp.sub(1) = load(o.add(off as usize), k);
-                }
-                I::Stfld(off, k) => {
-                    let v = pop!();
-                    let o = nonnull!(pop!(), "stfld");
-                    store(o.add(off as usize), k, v);
-                }
-                I::Ldsfld(addr, k) => push!(load(addr, k)),
-                I::Stsfld(addr, k) => store(addr, k, pop!()),
-                I::Isinst(cd) => {
+                X::Ldfld(off, k) => ldfld!(off, k),
+                X::LdfldW(off) => ldfld!(off, Kind::W64),
+                X::LdfldI(off) => ldfld!(off, Kind::I32),
+                X::Stfld(off, k) => stfld!(off, k),
+                X::StfldW(off) => stfld!(off, Kind::W64),
+                X::StfldI(off) => stfld!(off, Kind::I32),
+                X::Ldsfld(addr, k) => push!(load(addr, k)),
+                X::Stsfld(addr, k) => store(addr, k, pop!()),
+                X::Isinst(cd) => {
                     let o = *sp.sub(1);
                     if o != 0 && !(*class_of(o as *const u8)).instance_of(&*cd) {
                         *sp.sub(1) = 0;
                     }
                 }
-                I::Castclass(cd) => {
+                X::Castclass(cd) => {
                     let o = *sp.sub(1);
                     if o != 0 {
                         let oc = &*class_of(o as *const u8);
@@ -1431,7 +1719,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         }
                     }
                 }
-                I::Newarr(cd) => {
+                X::Newarr(cd) => {
                     let n = pop!() as i32;
                     if n < 0 {
                         raise!(Fault::negative_length(n));
@@ -1445,30 +1733,20 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         }
                     }
                 }
-                I::Ldlen => {
+                X::Ldlen => {
                     let a = nonnull!(*sp.sub(1), "ldlen");
                     *sp.sub(1) = array_len(a) as i32 as i64 as u64;
                 }
-                I::Ldelem(k, size) => {
-                    let i = pop!() as i32;
-                    let a = nonnull!(*sp.sub(1), "ldelem");
-                    let n = array_len(a);
-                    if i < 0 || i as u32 >= n {
-                        raise!(Fault::index_out_of_range(i, n));
-                    }
-                    *sp.sub(1) = load(a.add(ARRAY_DATA_OFFSET + i as usize * size as usize), k);
-                }
-                I::Stelem(k, size) => {
-                    let v = pop!();
-                    let i = pop!() as i32;
-                    let a = nonnull!(pop!(), "stelem");
-                    let n = array_len(a);
-                    if i < 0 || i as u32 >= n {
-                        raise!(Fault::index_out_of_range(i, n));
-                    }
-                    store(a.add(ARRAY_DATA_OFFSET + i as usize * size as usize), k, v);
-                }
-                I::Atomic { op, kind, off } => {
+                X::Ldelem(k, size) => ldelem!(k, size as usize),
+                X::LdelemI32 => ldelem!(Kind::I32, 4),
+                X::LdelemU8 => ldelem!(Kind::U8, 1),
+                X::LdelemW64 => ldelem!(Kind::W64, 8),
+                X::Stelem(k, size) => stelem!(k, size as usize),
+                X::StelemI32 => stelem!(Kind::I32, 4),
+                X::StelemBool => stelem!(Kind::Bool, 1),
+                X::StelemU8 => stelem!(Kind::U8, 1),
+                X::StelemW64 => stelem!(Kind::W64, 8),
+                X::Atomic { op, kind, off } => {
                     let nv = match op {
                         AOp::Load => 0,
                         AOp::Cas => 2,
@@ -1481,7 +1759,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         push!(r)
                     }
                 }
-                I::AtomicS { op, kind, addr } => {
+                X::AtomicS { op, kind, addr } => {
                     let nv = match op {
                         AOp::Load => 0,
                         AOp::Cas => 2,
@@ -1493,7 +1771,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         push!(r)
                     }
                 }
-                I::Throw => {
+                X::Throw => {
                     let e = pop!();
                     if e == 0 {
                         raise!(Fault::throw_null());
@@ -1501,7 +1779,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     t.throw(e as *mut u8);
                     break 'dispatch cur;
                 }
-                I::Rethrow => {
+                X::Rethrow => {
                     let c = eh
                         .caught
                         .iter()
@@ -1521,7 +1799,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                     }
                     break 'dispatch cur;
                 }
-                I::Leave(target) => {
+                X::Leave(target) => {
                     sp = s;
                     let cu = cur as u32;
                     eh.caught.retain(|c| {
@@ -1543,7 +1821,7 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         }
                     }
                 }
-                I::Endfinally => {
+                X::Endfinally => {
                     sp = s;
                     match eh.conts.pop() {
                         Some(Cont::Leave {
@@ -1569,7 +1847,10 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                         }) => {
                             t.pending = exc;
                             t.trace = trace;
-                            if dispatch(
+                            // A copy, so that `pc` itself is never
+                            // address-taken (it stays in a register).
+                            let mut npc = pc;
+                            let found = dispatch(
                                 t,
                                 code,
                                 &mut eh.conts,
@@ -1577,8 +1858,10 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
                                 region + 1,
                                 from,
                                 cur as u32,
-                                &mut pc,
-                            ) {
+                                &mut npc,
+                            );
+                            pc = npc;
+                            if found {
                                 sp = s;
                                 if t.has_pending() {
                                     push!(take_pending(t));
@@ -1593,7 +1876,8 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
             }
         };
         // An exception is pending at instruction `at`.
-        if dispatch(
+        let mut npc = pc;
+        let found = dispatch(
             t,
             code,
             &mut eh.conts,
@@ -1601,8 +1885,10 @@ unsafe fn exec(t: &mut ThreadCtx, mh: &MethodHandle, code: &Code, base: *mut u64
             0,
             at as u32,
             at as u32,
-            &mut pc,
-        ) {
+            &mut npc,
+        );
+        pc = npc;
+        if found {
             sp = s;
             if t.has_pending() {
                 push!(take_pending(t));
@@ -1853,5 +2139,6 @@ mod tests {
     #[test]
     fn insn_is_compact() {
         assert!(std::mem::size_of::<I>() <= 24);
+        assert!(std::mem::size_of::<X>() <= 24);
     }
 }
