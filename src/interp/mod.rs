@@ -1677,7 +1677,9 @@ unsafe fn exec(
                 }
                 X::Newobj { mh: ctor, nargs } => {
                     at!(cur);
-                    let obj = match rt.alloc_object((*ctor).class) {
+                    // From the thread's allocation cache (refilled in
+                    // batches), like compiled code's inline `newobj`.
+                    let obj = match rt.alloc_object_in(t, (*ctor).class) {
                         Ok(o) => o,
                         Err(f) => {
                             t.raise(f);
