@@ -621,8 +621,7 @@ fn library_size_cap_host_api() {
     let f = sparse("host_over.klib", &kiln::format::MAGIC, over);
     let base = reset_peak();
     let e = Vm::new(&Config::new(), &Linker::new(), &[Source::file(&f)])
-        .err()
-        .expect("a file over the cap must not load");
+        .expect_err("a file over the cap must not load");
     let grew = peak() - base;
     let want = format!("library is {over} bytes, larger than the limit of {CAP} bytes");
     assert!(e.to_string().contains(&want), "{e}");
@@ -632,9 +631,7 @@ fn library_size_cap_host_api() {
         grew < 64 << 20,
         "loading a refused file allocated {grew} bytes"
     );
-    let e = Metadata::load(&[Source::file(&f)])
-        .err()
-        .expect("Metadata::load: over the cap");
+    let e = Metadata::load(&[Source::file(&f)]).expect_err("Metadata::load: over the cap");
     assert!(e.to_string().contains(&want), "{e}");
 
     // Bytes and text over the cap (zeroed allocations: the pages are never
@@ -644,8 +641,7 @@ fn library_size_cap_host_api() {
         &Linker::new(),
         &[Source::klib("big", vec![0u8; CAP + 1])],
     )
-    .err()
-    .expect("bytes over the cap");
+    .expect_err("bytes over the cap");
     assert!(e.to_string().contains("big: byte "), "{e}");
     assert!(e.to_string().contains(&want), "{e}");
     let text = String::from_utf8(vec![0u8; CAP + 1]).expect("NULs are UTF-8");
@@ -654,8 +650,7 @@ fn library_size_cap_host_api() {
         &Linker::new(),
         &[Source::kasm("bigtext", text)],
     )
-    .err()
-    .expect("text over the cap");
+    .expect_err("text over the cap");
     assert!(e.to_string().contains("bigtext: byte "), "{e}");
     assert!(e.to_string().contains(&want), "{e}");
 
