@@ -25,6 +25,11 @@
 //!   library overwritten with huge counts (2^24, 2^31−1, 2^32−1): the reader
 //!   answers at once with an error (or a valid library) and allocates little
 //!   (a counting global allocator measures it);
+//! - `library_size_cap_kiln_run` / `library_size_cap_host_api`: a library
+//!   one byte over `format::MAX_LIBRARY_SIZE` (a sparse file, `.klib` or
+//!   kasm; bytes; text) is refused by `kiln run`, `Vm::new` and
+//!   `Metadata::load` with the typed error before it is read; `/dev/zero`
+//!   is read only up to the cap;
 //! - `wx_never_during_compilation`: the JIT compiles 3,000 methods in-process
 //!   while another thread samples `/proc/self/maps`; no mapping may ever be
 //!   writable and executable.
@@ -547,4 +552,128 @@ fn wx_never_during_compilation() {
         "no anonymous executable mapping: did the JIT run?"
     );
     eprintln!("{samples} samples of /proc/self/maps, none writable and executable");
+}
+
+/// A sparse file of `len` bytes starting with `head` (no data blocks are
+/// written past `head`, so this costs no disk space or time).
+fn sparse(name: &str, head: &[u8], len: u64) -> PathBuf {
+    use std::io::Write as _;
+    let path = scratch(name);
+    let mut f = std::fs::File::create(&path).expect("create sparse file");
+    f.write_all(head).expect("write head");
+    f.set_len(len).expect("set_len");
+    path
+}
+
+const CAP: usize = kiln::format::MAX_LIBRARY_SIZE;
+
+#[test]
+fn library_size_cap_kiln_run() {
+    // One byte over the cap, as `.klib` (magic) and as kasm text: `kiln run`
+    // refuses both before reading them (a load error naming the file, the
+    // size and the limit, in a few MiB of memory), in both modes. Exactly
+    // the cap is read, and fails as a `.klib` for another reason.
+    let over = CAP as u64 + 1;
+    for (name, head) in [
+        ("over.klib", &kiln::format::MAGIC[..]),
+        ("over.kasm", &b".library over\n"[..]),
+    ] {
+        let f = sparse(name, head, over);
+        let msg = format!(
+            "{}: byte {CAP} (0x{CAP:x}): library is {over} bytes, larger than the limit of {CAP} bytes (256 MiB)",
+            f.display()
+        );
+        expect(&f, MODES, 3, "", &msg, LIMIT, 64);
+    }
+    let f = sparse("at_cap.klib", &kiln::format::MAGIC, CAP as u64);
+    for env in MODES {
+        let o = run(&f, env, LIMIT);
+        assert_eq!(o.code, 3, "{env:?}: {}", o.stderr);
+        assert!(
+            !o.stderr.contains("larger than the limit") && o.stderr.contains("byte "),
+            "{env:?}: a file of exactly the cap must be read: {}",
+            o.stderr
+        );
+    }
+    // A device that reports length 0 and never ends: at most the cap plus
+    // one byte is read.
+    let o = run(Path::new("/dev/zero"), MODES[0], LIMIT);
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&format!(
+            "library is {} bytes, larger than the limit",
+            CAP + 1
+        )),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.max_rss_kib < (CAP as i64 >> 10) * 3,
+        "/dev/zero: peak RSS {} KiB",
+        o.max_rss_kib
+    );
+}
+
+#[test]
+fn library_size_cap_host_api() {
+    use kiln::{Config, Linker, Metadata, Source, Vm};
+    let over = CAP as u64 + 1;
+    let f = sparse("host_over.klib", &kiln::format::MAGIC, over);
+    let base = reset_peak();
+    let e = Vm::new(&Config::new(), &Linker::new(), &[Source::file(&f)])
+        .expect_err("a file over the cap must not load");
+    let grew = peak() - base;
+    let want = format!("library is {over} bytes, larger than the limit of {CAP} bytes");
+    assert!(e.to_string().contains(&want), "{e}");
+    assert!(e.to_string().contains(&f.display().to_string()), "{e}");
+    // The file was never read: the loader (std included) stays far below it.
+    assert!(
+        grew < 64 << 20,
+        "loading a refused file allocated {grew} bytes"
+    );
+    let e = Metadata::load(&[Source::file(&f)]).expect_err("Metadata::load: over the cap");
+    assert!(e.to_string().contains(&want), "{e}");
+
+    // Bytes and text over the cap (zeroed allocations: the pages are never
+    // touched, since the length check comes first).
+    let e = Vm::new(
+        &Config::new(),
+        &Linker::new(),
+        &[Source::klib("big", vec![0u8; CAP + 1])],
+    )
+    .expect_err("bytes over the cap");
+    assert!(e.to_string().contains("big: byte "), "{e}");
+    assert!(e.to_string().contains(&want), "{e}");
+    let text = String::from_utf8(vec![0u8; CAP + 1]).expect("NULs are UTF-8");
+    let e = Vm::new(
+        &Config::new(),
+        &Linker::new(),
+        &[Source::kasm("bigtext", text)],
+    )
+    .expect_err("text over the cap");
+    assert!(e.to_string().contains("bigtext: byte "), "{e}");
+    assert!(e.to_string().contains(&want), "{e}");
+
+    // The reader itself: over the cap, refused at once with the typed error;
+    // at the cap, parsed (and rejected for its content, not its size).
+    let big = vec![0u8; CAP + 1];
+    assert_eq!(
+        kiln::format::read(&big),
+        Err(kiln::format::FormatError::TooLarge {
+            offset: CAP,
+            size: CAP as u64 + 1,
+            limit: CAP
+        })
+    );
+    assert!(matches!(
+        kiln::format::read(&big[..CAP]),
+        Err(kiln::format::FormatError::BadMagic { .. })
+    ));
+    match kiln::format::read_file(&f) {
+        Err(kiln::format::ReadFileError::TooLarge(kiln::format::FormatError::TooLarge {
+            size,
+            ..
+        })) => assert_eq!(size, over),
+        other => panic!("read_file over the cap: {:?}", other.map(|b| b.len())),
+    }
 }

@@ -56,7 +56,7 @@ enum Cmd {
 
 /// Read a library without verifying it: `.klib` bytes or kasm text.
 fn read_library(path: &Path) -> Result<Library, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let bytes = kiln::format::read_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if bytes.starts_with(&kiln::format::MAGIC) {
         kiln::format::read(&bytes).map_err(|e| format!("{}: {e}", path.display()))
     } else {
@@ -105,9 +105,16 @@ fn main() -> ExitCode {
         }
         Cmd::Asm { file, output } => {
             let out = output.unwrap_or_else(|| file.with_extension("klib"));
-            let text = match std::fs::read_to_string(&file) {
+            let text = match kiln::format::read_file(&file).and_then(|b| {
+                String::from_utf8(b).map_err(|e| {
+                    kiln::format::ReadFileError::Io(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+                    ))
+                })
+            }) {
                 Ok(t) => t,
-                Err(e) => return fail(&format!("{}: cannot read: {e}", file.display()), 3),
+                Err(e) => return fail(&format!("{}: {e}", file.display()), 3),
             };
             match kiln::asm::assemble(&text, &file.display().to_string()) {
                 Ok(lib) => match std::fs::write(&out, kiln::format::write(&lib)) {

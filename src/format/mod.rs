@@ -43,6 +43,14 @@
 //!   [`Mutability::Mutable`](crate::library::Mutability::Mutable);
 //! - no string and no table is longer than `u32::MAX` (else [`write`] panics).
 //!
+//! Size cap: [`read`] refuses any input longer than [`MAX_LIBRARY_SIZE`]
+//! ([`FormatError::TooLarge`]) before parsing anything, and [`read_file`]
+//! refuses a file longer than that before reading it into memory (it checks
+//! the file's length first and never reads more than the cap plus one byte,
+//! so a pipe or a device that claims length 0 cannot make it allocate more).
+//! The load paths of the host API (`Source`) and of `kiln run` read library
+//! files, `.klib` or kasm text, through [`read_file`].
+//!
 //! Semantic checks (names resolve, types match, branch targets, access rules)
 //! belong to the verifier, which reports them with source lines.
 //!
@@ -71,6 +79,15 @@ pub const VERSION_MINOR: u16 = 0;
 pub const HEADER_SIZE: usize = 36;
 /// Maximum number of nested array levels (`T[][]...`) in a type signature.
 pub const MAX_SIG_DEPTH: usize = 64;
+/// The largest library this build reads: 256 MiB, for a `.klib` byte buffer
+/// or a library file (`.klib` or kasm text). Loading is linear in the input,
+/// but with a constant of several bytes of tables (and, for kasm text, of
+/// assembler state) per input byte, and a verified library is then laid out
+/// again in native memory; the cap keeps one hostile file from taking
+/// gigabytes before anything has been checked. Real libraries are far
+/// smaller (std is about 20 KB; the 1,000,000-target `switch` of
+/// `tests/hardening.rs` is 4 MB).
+pub const MAX_LIBRARY_SIZE: usize = 256 << 20;
 /// Marker for "no string" in an optional string reference, and for "no body"
 /// in a method's body offset.
 pub const NONE: u32 = u32::MAX;
@@ -103,6 +120,16 @@ pub mod header {
 /// byte offset, from the start of the file, at which the problem was found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FormatError {
+    /// The input is longer than [`MAX_LIBRARY_SIZE`]; nothing was parsed.
+    /// The offset is the first byte past the limit.
+    TooLarge {
+        /// Byte offset where the problem was found ([`MAX_LIBRARY_SIZE`]).
+        offset: usize,
+        /// The input's size in bytes (for a file: at least this many).
+        size: u64,
+        /// The limit, [`MAX_LIBRARY_SIZE`].
+        limit: usize,
+    },
     /// The file does not start with `"KLIB"`.
     BadMagic {
         /// Byte offset where the problem was found.
@@ -267,7 +294,8 @@ impl FormatError {
     /// Byte offset from the start of the file at which the problem was found.
     pub fn offset(&self) -> usize {
         match self {
-            FormatError::BadMagic { offset, .. }
+            FormatError::TooLarge { offset, .. }
+            | FormatError::BadMagic { offset, .. }
             | FormatError::UnsupportedVersion { offset, .. }
             | FormatError::Truncated { offset, .. }
             | FormatError::BadSection { offset, .. }
@@ -292,6 +320,11 @@ impl fmt::Display for FormatError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "byte {} (0x{:x}): ", self.offset(), self.offset())?;
         match self {
+            FormatError::TooLarge { size, limit, .. } => write!(
+                f,
+                "library is {size} bytes, larger than the limit of {limit} bytes ({} MiB)",
+                limit >> 20
+            ),
             FormatError::BadMagic { found, .. } => {
                 write!(f, "bad magic {found:02x?}, expected \"KLIB\" (not a .klib file)")
             }
@@ -358,8 +391,63 @@ pub fn write(lib: &Library) -> Vec<u8> {
 }
 
 /// Parse and validate `.klib` bytes. Never panics; see the module invariants.
+/// Input longer than [`MAX_LIBRARY_SIZE`] is refused with
+/// [`FormatError::TooLarge`] before anything is parsed.
 pub fn read(bytes: &[u8]) -> Result<Library, FormatError> {
+    if bytes.len() > MAX_LIBRARY_SIZE {
+        return Err(too_large(bytes.len() as u64));
+    }
     reader::read(bytes)
+}
+
+fn too_large(size: u64) -> FormatError {
+    FormatError::TooLarge {
+        offset: MAX_LIBRARY_SIZE,
+        size,
+        limit: MAX_LIBRARY_SIZE,
+    }
+}
+
+/// Why [`read_file`] returned no bytes.
+#[derive(Debug)]
+pub enum ReadFileError {
+    /// The file could not be opened or read.
+    Io(std::io::Error),
+    /// The file is longer than [`MAX_LIBRARY_SIZE`]
+    /// ([`FormatError::TooLarge`]).
+    TooLarge(FormatError),
+}
+
+impl fmt::Display for ReadFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadFileError::Io(e) => write!(f, "cannot read: {e}"),
+            ReadFileError::TooLarge(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReadFileError {}
+
+/// Reads a library file (`.klib` or kasm text) whole, refusing one longer
+/// than [`MAX_LIBRARY_SIZE`]: a regular file's length is checked before
+/// anything is read, and at most `MAX_LIBRARY_SIZE + 1` bytes are ever read
+/// (for pipes, devices and files that grow while being read).
+pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>, ReadFileError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(ReadFileError::Io)?;
+    let len = file.metadata().map_err(ReadFileError::Io)?.len();
+    if len > MAX_LIBRARY_SIZE as u64 {
+        return Err(ReadFileError::TooLarge(too_large(len)));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(MAX_LIBRARY_SIZE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadFileError::Io)?;
+    if bytes.len() > MAX_LIBRARY_SIZE {
+        return Err(ReadFileError::TooLarge(too_large(bytes.len() as u64)));
+    }
+    Ok(bytes)
 }
 
 /// A human-readable dump of every metadata table of `lib` (what

@@ -58,6 +58,15 @@ impl Source {
         }
     }
 
+    fn label(&self) -> String {
+        match self {
+            Source::File(p) => p.display().to_string(),
+            Source::Klib { name, .. } | Source::Kasm { name, .. } => name.clone(),
+        }
+    }
+
+    /// Reads the library. Files, `.klib` bytes and kasm text longer than
+    /// [`format::MAX_LIBRARY_SIZE`] are refused before they are parsed.
     fn read(&self) -> Result<(Library, String, Option<PathBuf>), Vec<LoadError>> {
         match self {
             Source::File(p) => Ok((read_library(p)?, p.display().to_string(), Some(p.clone()))),
@@ -69,6 +78,17 @@ impl Source {
                         error,
                     }]
                 }),
+            // The cap on library files applies to kasm text given directly too.
+            Source::Kasm { text, .. } if text.len() > format::MAX_LIBRARY_SIZE => {
+                Err(vec![LoadError::Format {
+                    file: self.label(),
+                    error: format::FormatError::TooLarge {
+                        offset: format::MAX_LIBRARY_SIZE,
+                        size: text.len() as u64,
+                        limit: format::MAX_LIBRARY_SIZE,
+                    },
+                }])
+            }
             Source::Kasm { name, text } => crate::asm::assemble(text, name)
                 .map(|l| (l, name.clone(), None))
                 .map_err(|es| es.into_iter().map(LoadError::Asm).collect()),

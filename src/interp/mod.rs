@@ -55,7 +55,7 @@ use crate::runtime::tables::{ClassDesc, MethodHandle};
 use crate::runtime::{approx_sp, call_method, Fault, FaultKind, Runtime, ThreadCtx};
 use crate::safepoint;
 use crate::verify::{MethodInfo, VType, Verified};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 mod fuse;
 pub use fuse::{Bin, X};
@@ -109,17 +109,27 @@ impl Kind {
 
 /// Load a value of kind `k` from `p`.
 ///
+/// Plain (non-`atomic`) fields, statics and elements are read and written
+/// with `Relaxed` atomic accesses: other managed threads may store to the
+/// same location at the same time (kasm programs may race on plain fields),
+/// and a racing non-atomic access would be undefined behaviour in Rust. On
+/// x86-64 and AArch64 a relaxed load or store of an aligned 1-, 4- or 8-byte
+/// location is the same single instruction as a plain one, so this costs
+/// nothing and a racing reader sees the old or the new value, never a torn
+/// one (for references: never a pointer that was not stored).
+///
 /// # Safety
 /// `p` must be valid and aligned for the kind's size.
 #[inline(always)]
 unsafe fn load(p: *const u8, k: Kind) -> u64 {
-    // SAFETY: caller guarantees a valid, aligned location of the kind's size.
+    // SAFETY: caller guarantees a valid, aligned location of the kind's size;
+    // the atomic types have the size and alignment of the plain ones.
     unsafe {
         match k {
-            Kind::Bool | Kind::U8 => *p as u64,
-            Kind::I32 => *(p as *const i32) as i64 as u64,
-            Kind::F32 => *(p as *const u32) as u64,
-            Kind::W64 => *(p as *const u64),
+            Kind::Bool | Kind::U8 => (*(p as *const AtomicU8)).load(Ordering::Relaxed) as u64,
+            Kind::I32 => (*(p as *const AtomicU32)).load(Ordering::Relaxed) as i32 as i64 as u64,
+            Kind::F32 => (*(p as *const AtomicU32)).load(Ordering::Relaxed) as u64,
+            Kind::W64 => (*(p as *const AtomicU64)).load(Ordering::Relaxed),
             Kind::ABool | Kind::AU8 => (*(p as *const AtomicU8)).load(Ordering::SeqCst) as u64,
             Kind::AW64 => (*(p as *const AtomicU64)).load(Ordering::SeqCst),
         }
@@ -132,13 +142,14 @@ unsafe fn load(p: *const u8, k: Kind) -> u64 {
 /// `p` must be valid and aligned for the kind's size.
 #[inline(always)]
 unsafe fn store(p: *mut u8, k: Kind, v: u64) {
-    // SAFETY: caller guarantees a valid, aligned location of the kind's size.
+    // SAFETY: caller guarantees a valid, aligned location of the kind's size;
+    // relaxed atomic stores for plain kinds, see `load`.
     unsafe {
         match k {
-            Kind::Bool => *p = (v as u32 != 0) as u8,
-            Kind::U8 => *p = v as u8,
-            Kind::I32 | Kind::F32 => *(p as *mut u32) = v as u32,
-            Kind::W64 => *(p as *mut u64) = v,
+            Kind::Bool => (*(p as *const AtomicU8)).store((v as u32 != 0) as u8, Ordering::Relaxed),
+            Kind::U8 => (*(p as *const AtomicU8)).store(v as u8, Ordering::Relaxed),
+            Kind::I32 | Kind::F32 => (*(p as *const AtomicU32)).store(v as u32, Ordering::Relaxed),
+            Kind::W64 => (*(p as *const AtomicU64)).store(v, Ordering::Relaxed),
             Kind::ABool => (*(p as *const AtomicU8)).store((v as u32 != 0) as u8, Ordering::SeqCst),
             Kind::AU8 => (*(p as *const AtomicU8)).store(v as u8, Ordering::SeqCst),
             Kind::AW64 => (*(p as *const AtomicU64)).store(v, Ordering::SeqCst),

@@ -152,10 +152,16 @@ impl std::error::Error for LoadError {}
 /// Read one library file: `.klib` if it starts with the magic, else kasm.
 pub fn read_library(path: &Path) -> Result<Library, Vec<LoadError>> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| {
-        vec![LoadError::Io {
-            file: file.clone(),
-            error: e.to_string(),
+    let bytes = format::read_file(path).map_err(|e| {
+        vec![match e {
+            format::ReadFileError::Io(e) => LoadError::Io {
+                file: file.clone(),
+                error: e.to_string(),
+            },
+            format::ReadFileError::TooLarge(error) => LoadError::Format {
+                file: file.clone(),
+                error,
+            },
         }]
     })?;
     if bytes.starts_with(&format::MAGIC) || path.extension().is_some_and(|e| e == "klib") {
