@@ -186,7 +186,15 @@ fn lock_registry() -> MutexGuard<'static, Vec<Arc<Record>>> {
 pub fn init() -> Result<usize, SafepointError> {
     INIT.get_or_init(|| {
         let len = sys::page_size();
-        let page = match sys::map_dual(len) {
+        // `KILN_POLL_HINT=0` (a testing switch) maps the page without the
+        // writable view, so compiled code takes the path that checks the
+        // interrupt word after every poll.
+        let dual = if std::env::var("KILN_POLL_HINT").is_ok_and(|v| v == "0") {
+            None
+        } else {
+            sys::map_dual(len)
+        };
+        let page = match dual {
             Some((poll, write)) => {
                 HINT_PTR.store(write, Ordering::Release);
                 // Words set before this (none in practice) count already.
