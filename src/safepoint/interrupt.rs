@@ -9,8 +9,10 @@
 //! stop it stores an interrupt reason into the `ThreadCtx::interrupt` word of
 //! every thread attached to that runtime. When the world restarts, each
 //! parked thread's poll re-executes, and the check compiled code and the
-//! interpreter make right after every poll (one load and a predicted-not-taken
-//! branch) sees the word and takes the slow path, an ordinary call
+//! interpreter make right after every poll sees the word and takes the slow
+//! path (the interpreter loads the word; compiled code tests the byte its
+//! poll loaded, the interrupt hint that [`InterruptWord`] keeps set while
+//! any word is, and only then loads the word), an ordinary call
 //! ([`ThreadCtx::take_interrupt`](crate::runtime::ThreadCtx::take_interrupt))
 //! that clears the word and makes an `InterruptedException` pending, so
 //! `catch`/`finally`/propagation and the stack trace work as for any
