@@ -857,7 +857,7 @@ impl Runtime {
 
     /// [`Runtime::alloc_object`] for the thread `t` (its current thread),
     /// from `t`'s allocation cache when the object's cell is small
-    /// (refilled in batches through [`Runtime::alloc_with`], so collection
+    /// (refilled in batches through `Runtime::alloc_with`, so collection
     /// triggers and the heap limit work as for any allocation). Under GC
     /// stress every allocation takes the ordinary path (one collection each).
     ///
