@@ -12,8 +12,12 @@
 //!   char/i32/f32 4, everything else 8).
 //!
 //! Allocation goes through exactly three entry points, [`Heap::new_object`],
-//! [`Heap::new_string`] and [`Heap::new_array`]; they never collect (the
-//! runtime collects at safepoints, see [`gc`], and then calls them).
+//! [`Heap::new_string`] and [`Heap::new_array`], plus [`Heap::take_cells`],
+//! which hands a batch of free cells to one thread's allocation cache
+//! (`ThreadCtx::alloc_cache`; the thread turns them into objects itself);
+//! none of them collects (the runtime collects at safepoints, see [`gc`],
+//! and then calls them). Cached cells look free (null class): every cache
+//! is emptied before a sweep.
 //!
 //! Allocator: non-moving. Small objects (up to [`LARGE_OBJECT`] bytes) live in
 //! 256 KiB chunks (`mmap`), each chunk holding equal cells of one of
