@@ -201,6 +201,30 @@ struct Inner {
     large: Vec<Mapping>,
 }
 
+impl Inner {
+    /// Map a fresh chunk for size class `c` and thread its cells (zeroed,
+    /// so class null = free) onto that class's free list in address order.
+    /// `false` if the system refused the memory.
+    fn add_chunk(&mut self, c: usize) -> bool {
+        let Some(m) = Mapping::new(CHUNK_SIZE) else {
+            return false;
+        };
+        let cell = SIZE_CLASSES[c];
+        let mut next = self.free[c];
+        for i in (0..CHUNK_SIZE / cell).rev() {
+            // SAFETY: cell i lies inside the fresh mapping.
+            unsafe {
+                let p = m.start.add(i * cell);
+                (*(p as *mut ObjHeader)).tags = next as u64;
+                next = p;
+            }
+        }
+        self.free[c] = next;
+        self.chunks.push(Chunk { map: m, class: c });
+        true
+    }
+}
+
 /// What a sweep found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SweepStats {
@@ -355,22 +379,9 @@ impl Heap {
             return Ok(p);
         };
         let mut g = self.lock();
-        if g.free[c].is_null() {
-            let m = Mapping::new(CHUNK_SIZE).ok_or_else(undo)?;
-            let cell = SIZE_CLASSES[c];
-            // Thread the fresh cells (zeroed, so class null = free) onto the
-            // free list in address order.
-            let mut next: *mut u8 = std::ptr::null_mut();
-            for i in (0..CHUNK_SIZE / cell).rev() {
-                // SAFETY: cell i lies inside the fresh mapping.
-                unsafe {
-                    let p = m.start.add(i * cell);
-                    (*(p as *mut ObjHeader)).tags = next as u64;
-                    next = p;
-                }
-            }
-            g.free[c] = next;
-            g.chunks.push(Chunk { map: m, class: c });
+        if g.free[c].is_null() && !g.add_chunk(c) {
+            drop(g);
+            return Err(undo());
         }
         let p = g.free[c];
         // SAFETY: `p` is a free cell of class `c` (class null, tags = next);
@@ -419,25 +430,12 @@ impl Heap {
             }
         }
         let mut g = self.lock();
-        if g.free[class].is_null() {
-            let Some(m) = Mapping::new(CHUNK_SIZE) else {
-                drop(g);
-                self.used.fetch_sub(want * cell, Ordering::Relaxed);
-                return Err(HeapError::SystemOutOfMemory {
-                    requested: cell as u64,
-                });
-            };
-            let mut next: *mut u8 = std::ptr::null_mut();
-            for i in (0..CHUNK_SIZE / cell).rev() {
-                // SAFETY: cell i lies inside the fresh mapping.
-                unsafe {
-                    let p = m.start.add(i * cell);
-                    (*(p as *mut ObjHeader)).tags = next as u64;
-                    next = p;
-                }
-            }
-            g.free[class] = next;
-            g.chunks.push(Chunk { map: m, class });
+        if g.free[class].is_null() && !g.add_chunk(class) {
+            drop(g);
+            self.used.fetch_sub(want * cell, Ordering::Relaxed);
+            return Err(HeapError::SystemOutOfMemory {
+                requested: cell as u64,
+            });
         }
         let head = g.free[class];
         let mut last = head;
