@@ -27,7 +27,7 @@
 //! map names holds null or a live reference (the interpreter keeps values in
 //! their slots; compiled code stores them before each safepoint).
 
-use super::{Marker, SweepStats, MIN_THRESHOLD};
+use super::{Marker, SweepStats, ALLOC_BUDGET, MIN_THRESHOLD};
 use crate::runtime::frame;
 use crate::runtime::tables::MethodHandle;
 use crate::runtime::{Runtime, ThreadCtx};
@@ -337,6 +337,7 @@ pub fn collect(rt: &Runtime, why: Reason) -> Option<Collection> {
         let target = sweep
             .live
             .saturating_mul(2)
+            .max(sweep.live.saturating_add(ALLOC_BUDGET))
             .max(MIN_THRESHOLD)
             .min(rt.heap.max());
         rt.heap.set_threshold(target);

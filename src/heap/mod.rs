@@ -24,8 +24,9 @@
 //! [`SIZE_CLASSES`]; free cells (class pointer null, `tags` = next free cell)
 //! form one free list per size class. Larger objects get their own mapping.
 //! The sweep frees every allocated, unmarked, unpinned cell, rebuilds the
-//! free lists in address order and unmaps chunks without live objects and
-//! dead large objects, so memory goes back to the system.
+//! free lists in address order, keeps up to [`POOL_CHUNKS`] chunks without
+//! live objects for reuse and unmaps the rest, and unmaps dead large
+//! objects, so memory beyond the pool goes back to the system.
 //!
 //! Invariants: every returned object is zeroed except its header (and a
 //! string's length, hash and bytes), 8-byte aligned, and stays at its address
@@ -106,6 +107,18 @@ pub const SIZE_CLASSES: [usize; 23] = [
 const NCLASSES: usize = SIZE_CLASSES.len();
 /// Minimum collection threshold (bytes allocated before the first collection).
 pub const MIN_THRESHOLD: usize = 4 << 20;
+/// After a collection the next one comes when the heap holds
+/// `max(2 × live, live + ALLOC_BUDGET)` bytes (capped by the heap limit):
+/// at least this much is allocated between collections, so a program with a
+/// small live set and a high allocation rate (binary-trees) is not marked
+/// again every few megabytes.
+pub const ALLOC_BUDGET: usize = 16 << 20;
+/// Chunks a sweep empties are kept, up to this many, and reused by
+/// `add_chunk` before anything new is mapped: re-mapping costs a page
+/// fault and a kernel page clear per 4 KiB, which for a program that frees
+/// whole chunks every cycle cost more than the sweep itself. Their memory
+/// stays resident (at most `POOL_CHUNKS × CHUNK_SIZE` = 16 MiB).
+pub const POOL_CHUNKS: usize = 64;
 
 /// `tags` bit: reached by the current marking.
 pub const TAG_MARK: u64 = 1;
@@ -195,6 +208,9 @@ struct Chunk {
 
 struct Inner {
     chunks: Vec<Chunk>,
+    /// Empty chunks kept for reuse (at most [`POOL_CHUNKS`]); their cells
+    /// hold garbage, `add_chunk` rewrites every header.
+    pool: Vec<Mapping>,
     /// Free-list heads per size class (free cells: class null, `tags` = next).
     free: [*mut u8; NCLASSES],
     /// Large objects, each in its own mapping.
@@ -202,20 +218,25 @@ struct Inner {
 }
 
 impl Inner {
-    /// Map a fresh chunk for size class `c` and thread its cells (zeroed,
-    /// so class null = free) onto that class's free list in address order.
-    /// `false` if the system refused the memory.
+    /// Take a pooled chunk, or map a fresh one, for size class `c` and
+    /// thread its cells (class null = free) onto that class's free list in
+    /// address order. `false` if the system refused the memory.
     fn add_chunk(&mut self, c: usize) -> bool {
-        let Some(m) = Mapping::new(CHUNK_SIZE) else {
+        let Some(m) = self.pool.pop().or_else(|| Mapping::new(CHUNK_SIZE)) else {
             return false;
         };
         let cell = SIZE_CLASSES[c];
         let mut next = self.free[c];
         for i in (0..CHUNK_SIZE / cell).rev() {
-            // SAFETY: cell i lies inside the fresh mapping.
+            // SAFETY: cell i lies inside the mapping, which holds no object
+            // (fresh, or a pooled chunk whose objects were all dead); a
+            // pooled chunk's old cell boundaries may differ, so both header
+            // words are written.
             unsafe {
                 let p = m.start.add(i * cell);
-                (*(p as *mut ObjHeader)).tags = next as u64;
+                let h = p as *mut ObjHeader;
+                (*h).class = std::ptr::null();
+                (*h).tags = next as u64;
                 next = p;
             }
         }
@@ -236,6 +257,8 @@ pub struct SweepStats {
     pub freed_objects: usize,
     /// Chunks and large mappings returned to the system.
     pub unmapped: usize,
+    /// Empty chunks kept for reuse instead (see [`POOL_CHUNKS`]).
+    pub pooled: usize,
 }
 
 /// The managed heap (see the module docs).
@@ -286,6 +309,7 @@ impl Heap {
             threshold: AtomicUsize::new(MIN_THRESHOLD.min(max)),
             inner: Mutex::new(Inner {
                 chunks: Vec::new(),
+                pool: Vec::new(),
                 free: [std::ptr::null_mut(); NCLASSES],
                 large: Vec::new(),
             }),
@@ -317,10 +341,16 @@ impl Heap {
         (self.used() as u64).saturating_add(size) > self.threshold() as u64
     }
 
-    /// Bytes of memory mapped for objects (chunks and large objects).
+    /// Bytes of memory mapped for objects (chunks in use and large
+    /// objects; empty chunks kept for reuse are [`Heap::pooled`]).
     pub fn mapped(&self) -> usize {
         let g = self.lock();
         g.chunks.len() * CHUNK_SIZE + g.large.iter().map(|m| m.len).sum::<usize>()
+    }
+
+    /// Bytes in empty chunks kept for reuse.
+    pub fn pooled(&self) -> usize {
+        self.lock().pool.len() * CHUNK_SIZE
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -594,8 +624,14 @@ impl Heap {
                 }
             }
             if live == 0 {
-                st.unmapped += 1;
-                continue; // `ch` dropped: unmapped, nothing in it is reachable
+                // Nothing in it is reachable: keep it for reuse, or unmap it.
+                if inner.pool.len() < POOL_CHUNKS {
+                    st.pooled += 1;
+                    inner.pool.push(ch.map);
+                } else {
+                    st.unmapped += 1;
+                }
+                continue;
             }
             st.live += live * cell;
             if !head.is_null() {
@@ -934,11 +970,40 @@ mod tests {
             assert!(again
                 .iter()
                 .all(|&o| *(o.add(ARRAY_DATA_OFFSET) as *const u64) == 0));
-            // nothing marked: everything goes, the chunk is unmapped
+            // nothing marked: everything goes, the empty chunk is pooled
+            for &o in &again {
+                *(o.add(ARRAY_DATA_OFFSET) as *mut u64) = u64::MAX;
+            }
             let st = h.sweep();
             assert_eq!(st.live, 0);
+            assert_eq!((st.pooled, st.unmapped), (1, 0));
             assert_eq!(h.used(), 0);
             assert_eq!(h.mapped(), 0);
+            assert_eq!(h.pooled(), CHUNK_SIZE);
+            // ...and reused for another size class: every cell reads zero
+            // although the old cells were dirty and had other boundaries,
+            // and the cells not handed out count as free (class null)
+            let n = CHUNK_SIZE / 64;
+            let objs: Vec<*mut u8> = (0..n / 2)
+                .map(|_| h.new_array(cp, 5, false).unwrap())
+                .collect();
+            assert_eq!(h.pooled(), 0);
+            assert_eq!(h.mapped(), CHUNK_SIZE);
+            assert!(objs.iter().all(|&o| (0..5)
+                .all(|k| *(o.add(ARRAY_DATA_OFFSET + 8 * k) as *const u64) == 0)));
+            m.mark(objs[0]);
+            m.drain();
+            let st = h.sweep();
+            assert_eq!((st.freed_objects, st.live), (n / 2 - 1, 64));
+            // a full pool unmaps instead
+            let extra: Vec<*mut u8> = (0..(POOL_CHUNKS + 1) * n - 1)
+                .map(|_| h.new_array(cp, 5, false).unwrap())
+                .collect();
+            drop(extra);
+            let st = h.sweep();
+            assert_eq!((st.pooled, st.unmapped), (POOL_CHUNKS, 1));
+            assert_eq!(h.mapped(), 0);
+            assert_eq!(h.pooled(), POOL_CHUNKS * CHUNK_SIZE);
         }
     }
 
