@@ -344,6 +344,48 @@ fn nested_try_over_limit() {
     );
 }
 
+/// The binary format lets a handler come before its try block (kasm always
+/// puts it after). Then `throw` -> handler -> `leave` forward into the try
+/// -> `throw` is a loop without a backward branch: entering such a handler
+/// must poll, or KILN_DEADLINE (and every stop-the-world) waits forever.
+#[test]
+fn handler_before_try_loop_is_interruptible() {
+    // Assembled with the handler after the try, then the two ranges are
+    // swapped: `br B` enters the (new) try at its start; the handler (old
+    // try range) pops the exception and leaves forward into the try again.
+    let src = ".library exloop\n.class public P {\n  .method public static main() -> i32 {\n    .locals (n: i64)\n    ldstr \"spinning\"\n    call Std::println\n    br B\n  .try {\n  A:\n    pop\n    leave B\n  } catch Exception {\n  B:\n    ldloc n\n    ldc.i64 1\n    add\n    stloc n\n    ldnull\n    throw\n  }\n  }\n}\n";
+    let mut lib = kiln::asm::assemble(src, "exloop.kasm").expect("assembles");
+    let m = lib
+        .types
+        .iter_mut()
+        .flat_map(|t| t.methods.iter_mut())
+        .find(|m| m.name == "main")
+        .expect("main");
+    assert_eq!(m.handlers.len(), 1);
+    let h = &mut m.handlers[0];
+    let (ts, te, hs, he) = (h.try_start, h.try_end, h.handler_start, h.handler_end);
+    assert!(te <= hs, "assembled with the handler after the try");
+    (h.try_start, h.try_end, h.handler_start, h.handler_end) = (hs, he, ts, te);
+    let path = scratch("handler_before_try.klib");
+    std::fs::write(&path, kiln::format::write(&lib)).expect("write klib");
+    let mut modes: Vec<Vec<(&str, &str)>> = Vec::new();
+    for env in MODES.iter().chain(GCSTRESS) {
+        let mut e = env.to_vec();
+        e.push(("KILN_DEADLINE", "1s"));
+        modes.push(e);
+    }
+    let modes: Vec<&[(&str, &str)]> = modes.iter().map(|v| v.as_slice()).collect();
+    expect(
+        &path,
+        &modes,
+        1,
+        "spinning\n",
+        "InterruptedException: deadline of 1s exceeded",
+        LIMIT,
+        256,
+    );
+}
+
 #[test]
 fn many_classes() {
     let n = 20_000;

@@ -1082,11 +1082,23 @@ fn interrupt_handle_stops_a_loop_without_calls() {
         assert_eq!(t.join().unwrap(), 1);
         // the Vm keeps working
         assert_eq!(vm.call("S::quick", &[]).unwrap(), Value::I64(3));
-        // a request while no call runs waits for the next call
+        // a request while no call runs waits for the next call, even of a
+        // leaf method (no entry poll: the host entry delivers it), through
+        // the dynamic and the typed path, and throws once
         assert_eq!(h.interrupt().unwrap(), 0);
         let e = vm.call("S::quick", &[]).unwrap_err();
-        assert_eq!(e.exception().unwrap().class, "InterruptedException");
+        let x = e.exception().unwrap();
+        assert_eq!(
+            (x.class.as_str(), x.message.as_str()),
+            ("InterruptedException", "interrupted")
+        );
+        assert_eq!(x.trace, vec!["S::quick".to_string()]);
         assert_eq!(vm.call("S::quick", &[]).unwrap(), Value::I64(3));
+        let quick = vm.typed::<(), i64>("S::quick").unwrap();
+        assert_eq!(h.interrupt().unwrap(), 0);
+        let e = quick.call(()).unwrap_err();
+        assert_eq!(e.exception().unwrap().class, "InterruptedException");
+        assert_eq!(quick.call(()).unwrap(), 3);
         // a dropped Vm's handle does nothing
         drop(vm);
         assert_eq!(h.interrupt().unwrap(), 0);

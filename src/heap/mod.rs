@@ -989,8 +989,9 @@ mod tests {
                 .collect();
             assert_eq!(h.pooled(), 0);
             assert_eq!(h.mapped(), CHUNK_SIZE);
-            assert!(objs.iter().all(|&o| (0..5)
-                .all(|k| *(o.add(ARRAY_DATA_OFFSET + 8 * k) as *const u64) == 0)));
+            assert!(objs
+                .iter()
+                .all(|&o| (0..5).all(|k| *(o.add(ARRAY_DATA_OFFSET + 8 * k) as *const u64) == 0)));
             m.mark(objs[0]);
             m.drain();
             let st = h.sweep();

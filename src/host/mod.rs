@@ -52,7 +52,7 @@ pub use value::{Object, Value};
 
 use crate::library::program::{ClassId, MemberId};
 use crate::runtime::tables::MethodHandle;
-use crate::runtime::{call_method, Runtime, ThreadCtx};
+use crate::runtime::{call_from_host, Runtime, ThreadCtx};
 use crate::safepoint;
 use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Mutex};
@@ -264,7 +264,7 @@ impl Vm {
         self.enter(|ctx| {
             for mh in cctors {
                 // SAFETY: a live handle of this runtime; a cctor takes no arguments.
-                unsafe { call_method(ctx, mh, std::ptr::null()) };
+                unsafe { call_from_host(ctx, mh, std::ptr::null()) };
                 self.check_pending(ctx)?;
             }
             Ok(())
@@ -474,7 +474,7 @@ impl Vm {
         // SAFETY: a live handle of this runtime; `slots` holds the receiver
         // and one correctly typed slot per parameter (checked above); the
         // referenced objects are rooted by the caller's handles.
-        let r = unsafe { call_method(ctx, mh, slots.as_ptr()) };
+        let r = unsafe { call_from_host(ctx, mh, slots.as_ptr()) };
         self.check_pending(ctx)?;
         match &def.ret {
             None => Ok(Value::Void),

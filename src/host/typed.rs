@@ -8,7 +8,7 @@
 use super::{split_name, Error, Object, Vm};
 use crate::library::{Prim, TypeSig, STRING};
 use crate::runtime::tables::MethodHandle;
-use crate::runtime::{call_method, ThreadCtx};
+use crate::runtime::{call_from_host, ThreadCtx};
 use std::marker::PhantomData;
 
 pub(crate) mod private {
@@ -362,8 +362,9 @@ impl<P: HostParams, R: HostReturn> TypedMethod<P, R> {
                     // Vm is kept alive by `self`); the slots match the
                     // declaration (checked by `typed` and `write`); the
                     // reference arguments are in `ctx.roots`.
-                    let r =
-                        unsafe { call_method(ctx, self.mh as *const MethodHandle, slots.as_ptr()) };
+                    let r = unsafe {
+                        call_from_host(ctx, self.mh as *const MethodHandle, slots.as_ptr())
+                    };
                     vm.check_pending(ctx).and_then(|()| {
                         R::from_ret(vm, r).map_err(|found| Error::Type {
                             what: format!("{} result", self.name),

@@ -541,6 +541,9 @@ pub struct Code {
     /// What the interpreter runs: `insns` with superinstructions
     /// (index-parallel to `insns`, see `fuse.rs`).
     pub xs: Vec<X>,
+    /// A leaf: no safepoint besides the method-entry poll ([`is_leaf`]).
+    /// Neither mode polls at a leaf's entry.
+    pub leaf: bool,
 }
 
 impl Code {
@@ -953,15 +956,45 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
         stack_refs,
         depths,
         xs: Vec::new(),
+        leaf: false,
     };
     code.xs = fuse::build(&code);
+    code.leaf = is_leaf(&code);
     Ok(code)
+}
+
+/// Is this method a **leaf**: no call other than an intrinsic
+/// ([`is_sqrt`]), no allocation (`newobj`, `newarr`), no backward branch
+/// (`br*`, `switch` or `leave` to an earlier or the same instruction) and
+/// no protected region (so no handler can send control back either)? Every
+/// execution of a leaf is bounded by its length, so it needs no safepoint
+/// poll at all: a stop-the-world waits for at most that long, until its
+/// caller's next poll. Neither the interpreter nor the JIT polls at a
+/// leaf's entry, which makes small methods (getters, constructors,
+/// the targets of most virtual calls) cheaper to call. An interrupt is then
+/// delivered at the caller's next poll; a host call into managed code
+/// checks the interrupt word itself first ([`crate::runtime::call_from_host`]),
+/// so a host sees the same exception it would see from an entry poll.
+/// The JIT also omits the frame record of a leaf (`Tx::needs_frame_record`).
+pub fn is_leaf(code: &Code) -> bool {
+    code.regions.is_empty()
+        && code.insns.iter().enumerate().all(|(i, ins)| match *ins {
+            I::Call { mh, .. } => is_sqrt(mh),
+            I::CallVirt { .. } | I::CallIface { .. } | I::Newobj { .. } | I::Newarr(_) => false,
+            I::Br(t) | I::Brtrue(t) | I::Brfalse(t) | I::BrCmp(_, t) | I::Leave(t) => {
+                t as usize > i
+            }
+            I::Switch { start, len } => {
+                (start..start + len).all(|k| code.switch_targets[k as usize] as usize > i)
+            }
+            _ => true,
+        })
 }
 
 /// Whether `mh` is bound to exactly the runtime's own `Std::sqrt` native
 /// (a method that merely shares the name never matches): such a call is
 /// [`X::SqrtF64`], the same IEEE square root without the native call.
-fn is_sqrt(mh: *const MethodHandle) -> bool {
+pub(crate) fn is_sqrt(mh: *const MethodHandle) -> bool {
     // SAFETY: `mh` is a live handle of the runtime's tables (resolved call target).
     let Some(native) = (unsafe { mh.as_ref() }).and_then(|m| m.native) else {
         return false;
@@ -1192,11 +1225,14 @@ unsafe fn exec(
     let mut pc: usize = 0;
     // The frame record's header: the safepoint position and the exception state.
     let posp = base.sub(HEADER_SLOTS).add(frame::POS);
-    // Method-entry poll (the arguments and zeroed locals are in their slots).
-    // An interrupt here is thrown before the first instruction, outside
-    // every protected region of this method (as in compiled code).
-    safepoint::poll();
-    if t.interrupt.load(Ordering::Relaxed) != 0 {
+    // Method-entry poll (the arguments and zeroed locals are in their slots),
+    // except in a leaf (see `is_leaf`). An interrupt here is thrown before
+    // the first instruction, outside every protected region of this method
+    // (as in compiled code).
+    if !code.leaf {
+        safepoint::poll();
+    }
+    if !code.leaf && t.interrupt.load(Ordering::Relaxed) != 0 {
         let f = t.take_interrupt();
         t.raise(f);
         t.trace.push(mh);
@@ -1814,6 +1850,10 @@ unsafe fn exec(
                 }
                 X::Leave(target) => {
                     sp = s;
+                    // A backward `leave` polls here whether or not a
+                    // finally runs on the way (as compiled code does): a
+                    // loop closed by `leave` through a finally is a loop.
+                    back_edge!(target, cur);
                     let cu = cur as u32;
                     eh.caught.retain(|c| {
                         let r = &code.regions[c.region];
@@ -1828,10 +1868,7 @@ unsafe fn exec(
                             });
                             pc = code.regions[ri].handler_start as usize;
                         }
-                        None => {
-                            back_edge!(target, cur);
-                            pc = target as usize
-                        }
+                        None => pc = target as usize,
                     }
                 }
                 X::Endfinally => {
@@ -1879,6 +1916,15 @@ unsafe fn exec(
                                 if t.has_pending() {
                                     push!(take_pending(t));
                                 }
+                                if backward_handler(code, pc) {
+                                    at!(pc);
+                                    safepoint::poll();
+                                    if t.interrupt.load(Ordering::Relaxed) != 0 {
+                                        let f = t.take_interrupt();
+                                        t.raise(f);
+                                        break 'dispatch pc;
+                                    }
+                                }
                                 continue 'dispatch;
                             }
                             break 'outer;
@@ -1889,30 +1935,63 @@ unsafe fn exec(
             }
         };
         // An exception is pending at instruction `at`.
-        let mut npc = pc;
-        let found = dispatch(
-            t,
-            code,
-            &mut eh.conts,
-            &mut eh.caught,
-            0,
-            at as u32,
-            at as u32,
-            &mut npc,
-        );
-        pc = npc;
-        if found {
+        let mut at = at;
+        loop {
+            let mut npc = pc;
+            let found = dispatch(
+                t,
+                code,
+                &mut eh.conts,
+                &mut eh.caught,
+                0,
+                at as u32,
+                at as u32,
+                &mut npc,
+            );
+            pc = npc;
+            if !found {
+                break 'outer;
+            }
             sp = s;
             if t.has_pending() {
                 push!(take_pending(t));
             }
+            // Entering a handler placed before its try block is a backward
+            // transfer: poll there, and throw a delivered interrupt at the
+            // handler's first instruction.
+            if backward_handler(code, pc) {
+                at!(pc);
+                safepoint::poll();
+                if t.interrupt.load(Ordering::Relaxed) != 0 {
+                    let f = t.take_interrupt();
+                    t.raise(f);
+                    at = pc;
+                    continue;
+                }
+            }
             continue 'outer;
         }
-        break 'outer;
     }
     // Unhandled in this frame.
     t.trace.push(mh);
     0
+}
+
+/// Is instruction `pc` the start of a handler placed before its try block?
+/// The binary format allows that (kasm always puts a handler after its
+/// try), and then every exception that reaches the handler moves control
+/// backward without a branch: a loop `throw` → handler → `leave` forward
+/// into the try → `throw` has no backward branch at all. Both modes poll
+/// on entering such a handler (compiled code in its landing block), so the
+/// loop still reaches safepoints and can be interrupted. Handlers after
+/// their try are only reached forward (an exception edge goes from inside
+/// a try to its handler, or from inside a handler to an enclosing try's
+/// handler, which lies after that try): every other cycle contains a
+/// backward branch, `switch` or `leave`, which polls.
+pub(crate) fn backward_handler(code: &Code, pc: usize) -> bool {
+    code.regions
+        .iter()
+        .any(|r| r.handler_start as usize == pc && r.handler_start < r.try_start)
 }
 
 /// Take the pending exception for a catch handler (the stack's only value).

@@ -361,23 +361,11 @@ impl<'a, 'f> Tx<'a, 'f> {
     }
 
     /// Is there a safepoint besides the entry poll: a call through a slot,
-    /// an allocation or a backward branch (poll)?
+    /// an allocation, a backward branch (poll) or a protected region? That
+    /// is, is this not a leaf (`interp::is_leaf`, decided once for both
+    /// modes)?
     fn has_safepoint_after_entry(&self) -> bool {
-        self.code
-            .insns
-            .iter()
-            .enumerate()
-            .any(|(i, ins)| match *ins {
-                I::Call { mh, .. } => intrinsic(mh).is_none(),
-                I::CallVirt { .. } | I::CallIface { .. } | I::Newobj { .. } | I::Newarr(_) => true,
-                I::Br(t) | I::Brtrue(t) | I::Brfalse(t) | I::BrCmp(_, t) | I::Leave(t) => {
-                    t as usize <= i
-                }
-                I::Switch { start, len } => {
-                    (start..start + len).any(|k| self.code.switch_targets[k as usize] as usize <= i)
-                }
-                _ => false,
-            })
+        !self.code.leaf
     }
 
     fn stack_types(&self, i: usize) -> Option<Vec<Type>> {
@@ -547,8 +535,11 @@ impl<'a, 'f> Tx<'a, 'f> {
         }
         let ref_slots = self.ref_vars.clone();
         self.env.share_positions(&mut self.b, &ref_slots);
-        let hint = self.safepoint(frame::POS_ENTRY, SafepointKind::Poll, &[], &[])?;
-        self.interrupt_check(hint, None);
+        // No entry poll in a leaf: it runs in bounded time (`interp::is_leaf`).
+        if !self.code.leaf {
+            let hint = self.safepoint(frame::POS_ENTRY, SafepointKind::Poll, &[], &[])?;
+            self.interrupt_check(hint, None);
+        }
         let b0 = *self.blocks.get(&0).ok_or("instruction 0 is unreachable")?;
         self.b.ins().jump(b0, &[]);
 
@@ -566,6 +557,8 @@ impl<'a, 'f> Tx<'a, 'f> {
                 .call_helper(&mut self.b, Helper::EhThrow, &[t, m, s, at])
                 .expect("i32");
             self.b.ins().jump(goto, &[BlockArg::Value(r0)]);
+            // Set now: a landing's poll below may throw (`exc_target`).
+            self.eh = Some(eh);
             self.b.switch_to_block(goto);
             let mut sw = Switch::new();
             for &d in &dyn_targets {
@@ -581,12 +574,23 @@ impl<'a, 'f> Tx<'a, 'f> {
                     .any(|r| r.handler_start as usize == d && !r.catch.is_null());
                 let cur = self.b.current_block();
                 self.b.switch_to_block(landing);
-                if is_catch {
-                    let e = self.env.take_pending(&mut self.b);
-                    self.b.ins().jump(target, &[BlockArg::Value(e)]);
+                let stack = if is_catch {
+                    vec![self.env.take_pending(&mut self.b)]
                 } else {
-                    self.b.ins().jump(target, &[]);
+                    vec![]
+                };
+                // A handler placed before its try block is only ever
+                // entered backward: poll on entering it (as the
+                // interpreter does, see `interp::backward_handler`).
+                if crate::interp::backward_handler(self.code, d) {
+                    self.var_cache.clear();
+                    let refs = self.stack_refs_at(d);
+                    let hint = self.safepoint(d as u64, SafepointKind::Poll, &stack, &refs)?;
+                    self.interrupt_check(hint, Some(d));
+                    self.var_cache.clear();
                 }
+                let args: Vec<BlockArg> = stack.iter().map(|&v| BlockArg::Value(v)).collect();
+                self.b.ins().jump(target, &args);
                 if let Some(c) = cur {
                     self.b.switch_to_block(c);
                 }
@@ -1522,10 +1526,7 @@ pub enum Intrinsic {
 /// runtime's own implementation (the same `NativeFn` the loader bound from
 /// `natives::NATIVES`), so a method that merely shares a name never matches.
 fn intrinsic(mh: *const MethodHandle) -> Option<Intrinsic> {
-    // SAFETY: `mh` is a live handle of the runtime's tables (resolved call target).
-    let native = unsafe { mh.as_ref() }?.native?;
-    let sqrt = crate::runtime::natives::lookup("Std", "sqrt")?;
-    (native as usize == sqrt as usize).then_some(Intrinsic::SqrtF64)
+    crate::interp::is_sqrt(mh).then_some(Intrinsic::SqrtF64)
 }
 
 /// `atomic.load`/`atomic.store` on a field always use atomic accesses.

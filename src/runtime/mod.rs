@@ -479,6 +479,33 @@ pub unsafe fn call_method(
     }
 }
 
+/// Enter managed code from Rust (a host call, `main`, a class
+/// constructor, a new thread's `run`): [`call_method`], unless this
+/// thread's interrupt word is set, in which case the interrupt is delivered
+/// right here, as `InterruptedException` pending with `mh` in the trace,
+/// exactly what the callee's entry poll would throw. A leaf method has no
+/// entry poll (`interp::is_leaf`), so without this check a host calling one
+/// on an interrupted or expired runtime would not see the interrupt.
+///
+/// # Safety
+/// As [`call_method`].
+pub unsafe fn call_from_host(
+    thread: *mut ThreadCtx,
+    mh: *const MethodHandle,
+    args: *const u64,
+) -> u64 {
+    // SAFETY: `thread` is this thread's live context (caller contract).
+    let t = unsafe { &mut *thread };
+    if t.interrupt.load(Ordering::Relaxed) != 0 {
+        let f = t.take_interrupt();
+        t.raise(f);
+        t.trace.push(mh);
+        return 0;
+    }
+    // SAFETY: caller contract.
+    unsafe { call_method(thread, mh, args) }
+}
+
 /// The slot of native methods: calls the bound Rust function.
 ///
 /// # Safety
@@ -1036,7 +1063,7 @@ impl Runtime {
                 rt.gc.remove_start_root(robj as *mut u8);
                 let args = [robj as u64];
                 // SAFETY: `mhp` is the live handle of `run`; args hold the receiver.
-                unsafe { call_method(&mut ctx, mhp as *const MethodHandle, args.as_ptr()) };
+                unsafe { call_from_host(&mut ctx, mhp as *const MethodHandle, args.as_ptr()) };
                 if ctx.has_pending() {
                     // SAFETY: a pending exception is a live object; the trace holds live handles.
                     unsafe { rt.report_uncaught(ctx.pending, &ctx.trace) };
@@ -1113,7 +1140,7 @@ impl Runtime {
                     index: i as u32,
                 });
                 // SAFETY: a static method without arguments.
-                unsafe { call_method(&mut ctx, mh, std::ptr::null()) };
+                unsafe { call_from_host(&mut ctx, mh, std::ptr::null()) };
                 if ctx.has_pending() {
                     return uncaught(&ctx);
                 }
@@ -1149,7 +1176,7 @@ impl Runtime {
             argv.push(arr as u64);
         }
         // SAFETY: main takes no arguments or one string[].
-        let r = unsafe { call_method(&mut ctx, mh, argv.as_ptr()) };
+        let r = unsafe { call_from_host(&mut ctx, mh, argv.as_ptr()) };
         if ctx.has_pending() {
             return uncaught(&ctx);
         }
