@@ -269,7 +269,14 @@ pub fn poll() {
     // handler either parks this (registered) thread and returns once the page
     // is readable again, so the load re-executes and succeeds, or passes the
     // fault on (unregistered thread), as for any other bad access.
-    unsafe { std::ptr::read_volatile(p) };
+    let byte = unsafe { std::ptr::read_volatile(p) };
+    // The byte is otherwise unused, and a binary translator may drop an
+    // unused load: valgrind's IR optimiser does, so under valgrind a thread
+    // looping in the interpreter never faulted and every stop-the-world
+    // waited for it forever (docs/testing.md). `black_box` keeps the value
+    // live (one store to the stack); natively the volatile load already
+    // always happens.
+    std::hint::black_box(byte);
 }
 
 /// Make the polling page inaccessible: every poll faults. Used by
