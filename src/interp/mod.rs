@@ -1916,14 +1916,8 @@ unsafe fn exec(
                                 if t.has_pending() {
                                     push!(take_pending(t));
                                 }
-                                if backward_handler(code, pc) {
-                                    at!(pc);
-                                    safepoint::poll();
-                                    if t.interrupt.load(Ordering::Relaxed) != 0 {
-                                        let f = t.take_interrupt();
-                                        t.raise(f);
-                                        break 'dispatch pc;
-                                    }
+                                if handler_poll(t, code, posp, pc) {
+                                    break 'dispatch pc;
                                 }
                                 continue 'dispatch;
                             }
@@ -1956,18 +1950,9 @@ unsafe fn exec(
             if t.has_pending() {
                 push!(take_pending(t));
             }
-            // Entering a handler placed before its try block is a backward
-            // transfer: poll there, and throw a delivered interrupt at the
-            // handler's first instruction.
-            if backward_handler(code, pc) {
-                at!(pc);
-                safepoint::poll();
-                if t.interrupt.load(Ordering::Relaxed) != 0 {
-                    let f = t.take_interrupt();
-                    t.raise(f);
-                    at = pc;
-                    continue;
-                }
+            if handler_poll(t, code, posp, pc) {
+                at = pc;
+                continue;
             }
             continue 'outer;
         }
@@ -1992,6 +1977,29 @@ pub(crate) fn backward_handler(code: &Code, pc: usize) -> bool {
     code.regions
         .iter()
         .any(|r| r.handler_start as usize == pc && r.handler_start < r.try_start)
+}
+
+/// On entering the handler at `pc`: if it is placed before its try block
+/// ([`backward_handler`]), the transfer was backward, so record position
+/// `pc` in the frame (`posp`), poll, and raise a delivered interrupt.
+/// Returns whether it raised one (the caller throws it at `pc`, the
+/// handler's first instruction).
+///
+/// # Safety
+/// `posp` is the running frame's position word.
+unsafe fn handler_poll(t: &mut ThreadCtx, code: &Code, posp: *mut u64, pc: usize) -> bool {
+    if !backward_handler(code, pc) {
+        return false;
+    }
+    // SAFETY: caller contract.
+    unsafe { *posp = pc as u64 };
+    safepoint::poll();
+    if t.interrupt.load(Ordering::Relaxed) != 0 {
+        let f = t.take_interrupt();
+        t.raise(f);
+        return true;
+    }
+    false
 }
 
 /// Take the pending exception for a catch handler (the stack's only value).
