@@ -1231,12 +1231,9 @@ unsafe fn exec(
     // (as in compiled code).
     if !code.leaf {
         safepoint::poll();
-    }
-    if !code.leaf && t.interrupt.load(Ordering::Relaxed) != 0 {
-        let f = t.take_interrupt();
-        t.raise(f);
-        t.trace.push(mh);
-        return 0;
+        if t.interrupt_at_entry(mh) {
+            return 0;
+        }
     }
 
     // Record safepoint position `$p` in the frame record (before anything

@@ -357,15 +357,8 @@ impl<'a, 'f> Tx<'a, 'f> {
                         .any(|t| matches!(t, VType::Ref(_) | VType::Null | VType::Ptr))
                 })
             });
-        self.has_regions() || (holds_refs && self.has_safepoint_after_entry())
-    }
-
-    /// Is there a safepoint besides the entry poll: a call through a slot,
-    /// an allocation, a backward branch (poll) or a protected region? That
-    /// is, is this not a leaf (`interp::is_leaf`, decided once for both
-    /// modes)?
-    fn has_safepoint_after_entry(&self) -> bool {
-        !self.code.leaf
+        // A non-leaf (`interp::is_leaf`) has a safepoint besides the entry poll.
+        self.has_regions() || (holds_refs && !self.code.leaf)
     }
 
     fn stack_types(&self, i: usize) -> Option<Vec<Type>> {

@@ -443,6 +443,19 @@ impl ThreadCtx {
         Fault::new(FaultKind::Interrupted, msg)
     }
 
+    /// If this thread's interrupt word is set, deliver it as a method-entry
+    /// poll does: `InterruptedException` pending with `mh` in the trace.
+    /// Returns whether it did (the caller then returns 0 from `mh`).
+    pub fn interrupt_at_entry(&mut self, mh: *const MethodHandle) -> bool {
+        if self.interrupt.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let f = self.take_interrupt();
+        self.raise(f);
+        self.trace.push(mh);
+        true
+    }
+
     /// Is there a pending exception?
     pub fn has_pending(&self) -> bool {
         !self.pending.is_null()
@@ -495,11 +508,7 @@ pub unsafe fn call_from_host(
     args: *const u64,
 ) -> u64 {
     // SAFETY: `thread` is this thread's live context (caller contract).
-    let t = unsafe { &mut *thread };
-    if t.interrupt.load(Ordering::Relaxed) != 0 {
-        let f = t.take_interrupt();
-        t.raise(f);
-        t.trace.push(mh);
+    if unsafe { &mut *thread }.interrupt_at_entry(mh) {
         return 0;
     }
     // SAFETY: caller contract.
