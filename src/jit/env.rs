@@ -28,11 +28,11 @@ use crate::runtime::tables::{
 };
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
-    types, AbiParam, AliasRegionData, AtomicRmwOp, Block, InstBuilder, MemFlagsData, SigRef,
-    Signature, StackSlot, Type, Value,
+    types, AbiParam, AliasRegionData, AtomicRmwOp, Block, Function, InstBuilder, MemFlagsData,
+    SigRef, Signature, StackSlot, StackSlotData, StackSlotKind, Type, UserFuncName, Value,
 };
 use cranelift_codegen::isa::CallConv;
-use cranelift_frontend::FunctionBuilder;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use std::collections::HashMap;
 
 /// Largest instance size (bytes) `newobj` allocates inline.
@@ -168,10 +168,16 @@ pub struct FuncEnv {
     pub thread: Value,
     /// `method: *const MethodHandle` (entry parameter 1).
     pub method: Value,
-    /// `args: *const u64` (entry parameter 2).
-    pub args: Value,
+    /// The method's arguments (`this` first), as the entry block's
+    /// parameters after `thread`: the register-argument entry
+    /// ([`FuncEnv::fast_signature`]).
+    pub args: Vec<Value>,
     /// Outgoing argument area: 8 bytes per argument slot of the largest call.
+    /// Created on the first call through a slot ([`FuncEnv::store_arg`]);
+    /// calls through register entries need none.
     pub arg_area: Option<StackSlot>,
+    /// Argument slots of the largest call (the size of `arg_area`).
+    pub arg_area_slots: usize,
     /// The frame record on the value stack (address of its header), once pushed.
     pub fp: Option<Value>,
     frame_top: Option<Value>,
@@ -199,6 +205,7 @@ pub struct FuncEnv {
     /// allocation must reach the runtime (and collect).
     pub inline_alloc: bool,
     entry_sig: Option<SigRef>,
+    fast_sigs: HashMap<(Vec<Type>, Option<Type>), SigRef>,
     helper_sigs: HashMap<Helper, SigRef>,
     /// Memory flags of the fixed alias regions ([`FuncEnv::init_regions`]).
     pub mf: RegionFlags,
@@ -207,13 +214,14 @@ pub struct FuncEnv {
 
 impl FuncEnv {
     /// A new environment for a function whose entry parameters are given.
-    pub fn new(cc: CallConv, thread: Value, method: Value, args: Value) -> FuncEnv {
+    pub fn new(cc: CallConv, thread: Value, method: Value, args: Vec<Value>) -> FuncEnv {
         FuncEnv {
             cc,
             thread,
             method,
             args,
             arg_area: None,
+            arg_area_slots: 0,
             fp: None,
             frame_top: None,
             safepoints: Vec::new(),
@@ -224,6 +232,7 @@ impl FuncEnv {
             poll_hint: false,
             inline_alloc: false,
             entry_sig: None,
+            fast_sigs: HashMap::new(),
             helper_sigs: HashMap::new(),
             mf: RegionFlags {
                 frame: trusted(),
@@ -268,6 +277,61 @@ impl FuncEnv {
         sig.params.extend([AbiParam::new(PTR); 3]);
         sig.returns.push(AbiParam::new(types::I64));
         sig
+    }
+
+    /// The register-argument signature of compiled code (the `fast` entry):
+    /// `fn(thread, params…) -> ret`, each argument and the result as its
+    /// CLIF stack type (`i32` for `bool`/`u8`/`char`, references as
+    /// pointers), no result for a `void` method. A method that propagates an
+    /// exception returns zero of `ret` with the exception pending.
+    pub fn fast_signature(cc: CallConv, params: &[Type], ret: Option<Type>) -> Signature {
+        let mut sig = Signature::new(cc);
+        sig.params.push(AbiParam::new(PTR));
+        sig.params.extend(params.iter().map(|t| AbiParam::new(*t)));
+        sig.returns.extend(ret.map(AbiParam::new));
+        sig
+    }
+
+    /// Call the register-argument entry `f` of a compiled method whose
+    /// signature is `(params, ret)` ([`FuncEnv::fast_signature`]).
+    pub fn call_fast(
+        &mut self,
+        b: &mut FunctionBuilder,
+        f: Value,
+        args: &[Value],
+        ret: Option<Type>,
+    ) -> Option<Value> {
+        let params: Vec<Type> = args.iter().map(|&a| b.func.dfg.value_type(a)).collect();
+        let key = (params, ret);
+        let sig = match self.fast_sigs.get(&key) {
+            Some(s) => *s,
+            None => {
+                let s = b.import_signature(FuncEnv::fast_signature(self.cc, &key.0, ret));
+                self.fast_sigs.insert(key, s);
+                s
+            }
+        };
+        let mut all = Vec::with_capacity(args.len() + 1);
+        all.push(self.thread);
+        all.extend_from_slice(args);
+        let call = b.ins().call_indirect(sig, f, &all);
+        b.inst_results(call).first().copied()
+    }
+
+    /// The `fast` entry of method `mh` (0 while it is not compiled), read
+    /// with Acquire ordering: the JIT publishes it with a Release store
+    /// after the code is executable.
+    pub fn load_fast(&self, b: &mut FunctionBuilder, mh: Value) -> Value {
+        let addr = b.ins().iadd_imm_s(mh, offsets::MH_FAST as i64);
+        b.ins().atomic_load(PTR, trusted(), addr)
+    }
+
+    /// The `fast` entry of the method being compiled, for a call to itself:
+    /// the JIT stores it before any caller can reach this code and never
+    /// changes it again, so while this code runs the word is constant.
+    pub fn load_own_fast(&self, b: &mut FunctionBuilder) -> Value {
+        let f = self.mf.meta.with_readonly().with_can_move();
+        b.ins().load(PTR, f, self.method, offsets::MH_FAST as i32)
     }
 
     /// A pointer constant.
@@ -567,11 +631,22 @@ impl FuncEnv {
 
     /// Store an argument value into outgoing slot `i` in the slot encoding
     /// (`i32` sign-extended, `f32` bits in the low 32, others as 64 bits).
-    pub fn store_arg(&self, b: &mut FunctionBuilder, i: usize, v: Value) {
-        let area = self.arg_area.expect("arg area allocated for calls");
+    pub fn store_arg(&mut self, b: &mut FunctionBuilder, i: usize, v: Value) {
+        let area = self.arg_area(b);
         let ty = b.func.dfg.value_type(v);
         let w = to_slot(b, v, ty);
         b.ins().stack_store(PTR, w, area, (i * 8) as i32);
+    }
+
+    /// The outgoing argument area (created on first use).
+    fn arg_area(&mut self, b: &mut FunctionBuilder) -> StackSlot {
+        if let Some(a) = self.arg_area {
+            return a;
+        }
+        let size = (self.arg_area_slots.max(1) * 8) as u32;
+        let a = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, size, 3));
+        self.arg_area = Some(a);
+        a
     }
 
     /// Call a method whose handle is `mh` through its slot with the outgoing
@@ -593,7 +668,7 @@ impl FuncEnv {
             b.ins().iadd_imm_s(mh, offsets::MH_ENTRY as i64)
         };
         let f = b.ins().atomic_load(PTR, trusted(), entry_addr);
-        let area = self.arg_area.expect("arg area allocated for calls");
+        let area = self.arg_area(b);
         let a = b.ins().stack_addr(PTR, area, 0);
         let t = self.thread;
         let call = b.ins().call_indirect(sig, f, &[t, mh, a]);
@@ -939,4 +1014,50 @@ pub fn from_slot(b: &mut FunctionBuilder, v: Value, ty: Type) -> Value {
         types::F64 => b.ins().bitcast(types::F64, MemFlagsData::new(), v),
         _ => v,
     }
+}
+
+/// The slot entry of compiled code whose register signature is
+/// `(params, ret)`: a function with the slot ABI
+/// (`fn(thread, method, args) -> u64`) that decodes the arguments from
+/// `args`, calls `method.fast` with them in registers and encodes the
+/// result. Interpreted callers, natives, the host and the compile stub reach
+/// compiled code through it; compiled callers call `fast` themselves.
+/// One trampoline serves every method with the same signature.
+pub fn slot_trampoline(
+    isa: &dyn cranelift_codegen::isa::TargetIsa,
+    params: &[Type],
+    ret: Option<Type>,
+    fctx: &mut FunctionBuilderContext,
+) -> Function {
+    let cc = isa.default_call_conv();
+    let mut func =
+        Function::with_name_signature(UserFuncName::user(1, 0), FuncEnv::entry_signature(cc));
+    let mut b = FunctionBuilder::new(&mut func, fctx);
+    let blk = b.create_block();
+    b.append_block_params_for_function_params(blk);
+    b.switch_to_block(blk);
+    b.seal_block(blk);
+    let p = b.block_params(blk).to_vec();
+    let (thread, mh, args) = (p[0], p[1], p[2]);
+    let mut vals = Vec::with_capacity(params.len() + 1);
+    vals.push(thread);
+    for (i, &t) in params.iter().enumerate() {
+        let w = b.ins().load(types::I64, trusted(), args, (i * 8) as i32);
+        vals.push(from_slot(&mut b, w, t));
+    }
+    // The slot holds this trampoline only after `fast` was written (both
+    // Release), and the caller read the slot with Acquire.
+    let f = b.ins().load(PTR, trusted(), mh, offsets::MH_FAST as i32);
+    let sig = b.import_signature(FuncEnv::fast_signature(cc, params, ret));
+    let call = b.ins().call_indirect(sig, f, &vals);
+    let r = match ret {
+        Some(t) => {
+            let v = b.inst_results(call)[0];
+            to_slot(&mut b, v, t)
+        }
+        None => b.ins().iconst(types::I64, 0),
+    };
+    b.ins().return_(&[r]);
+    b.finalize(isa.frontend_config());
+    func
 }

@@ -29,12 +29,14 @@ pub mod translate;
 use crate::runtime::tables::{EntryFn, MethodHandle};
 use crate::runtime::{Runtime, ThreadCtx};
 use crate::verify::{MethodInfo, Verified};
+use cranelift_codegen::ir::Type;
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::FunctionBuilderContext;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Module};
+use std::collections::HashMap;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -147,10 +149,16 @@ impl JitLookup {
     }
 }
 
+/// A register-argument signature: argument types, result type.
+type FastSig = (Vec<Type>, Option<Type>);
+
 struct Compiler {
     module: JITModule,
     ctx: Context,
     fctx: FunctionBuilderContext,
+    /// The slot-to-register trampoline of each signature compiled so far
+    /// ([`env::slot_trampoline`]).
+    trampolines: HashMap<FastSig, usize>,
 }
 
 /// The JIT of one runtime.
@@ -193,6 +201,7 @@ impl Jit {
                 module,
                 ctx,
                 fctx: FunctionBuilderContext::new(),
+                trampolines: HashMap::new(),
             }),
             verified,
             lookup: JitLookup::new(methods),
@@ -235,14 +244,17 @@ impl Jit {
         let name = rt.method_name(mh);
         let r = catch_unwind(AssertUnwindSafe(|| self.compile(&mut c, rt, mh, &name)));
         let entry = match r {
-            Ok(Ok((ptr, size))) => {
+            Ok(Ok((ptr, size, slot_entry))) => {
                 self.compiles.fetch_add(1, Ordering::Relaxed);
                 self.lookup.push(ptr, size, mh);
                 if let Some(f) = &self.perf_map {
                     let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
                     let _ = writeln!(f, "{ptr:x} {size:x} {name}");
                 }
-                ptr
+                // The register entry first: whoever sees the trampoline in
+                // the slot (Acquire) then finds the code in `fast`.
+                mh.fast.store(ptr, Ordering::Release);
+                slot_entry
             }
             Ok(Err(e)) => {
                 eprintln!("kiln: internal JIT error: cannot compile {name}: {e}; it runs in the interpreter");
@@ -265,13 +277,16 @@ impl Jit {
         rt: &Runtime,
         mh: &MethodHandle,
         name: &str,
-    ) -> Result<(usize, usize), String> {
+    ) -> Result<(usize, usize, usize), String> {
         let info: &MethodInfo = self
             .verified
             .methods
             .get(&mh.member)
             .ok_or("no verifier output for this method")?;
-        let Compiler { module, ctx, fctx } = c;
+        let sig = translate::fast_types(rt, mh);
+        let Compiler {
+            module, ctx, fctx, ..
+        } = c;
         let (func, table) =
             translate::translate_with_safepoints(rt, mh, info, module.isa(), fctx, self.poll_addr)?;
         let dump = dump_requested(name);
@@ -311,7 +326,40 @@ impl Jit {
         // caller writes the slot afterwards).
         // SAFETY: `gc` points to the method's GcData in the live tables.
         unsafe { (*mh.gc).install_safepoints(table) };
-        Ok((ptr, size))
+        let slot_entry = self.trampoline(c, sig)?;
+        Ok((ptr, size, slot_entry))
+    }
+
+    /// The slot entry of compiled methods with register signature `sig`
+    /// (compiled on first use, then shared).
+    fn trampoline(&self, c: &mut Compiler, sig: FastSig) -> Result<usize, String> {
+        if let Some(&t) = c.trampolines.get(&sig) {
+            return Ok(t);
+        }
+        let Compiler {
+            module, ctx, fctx, ..
+        } = c;
+        let func = env::slot_trampoline(module.isa(), &sig.0, sig.1, fctx);
+        let id = module
+            .declare_anonymous_function(&func.signature)
+            .map_err(|e| e.to_string())?;
+        ctx.clear();
+        ctx.func = func;
+        let r = module.define_function(id, ctx);
+        if let Err(e) = r {
+            ctx.clear();
+            return Err(format!("trampoline: {e}"));
+        }
+        let size = ctx.compiled_code().map_or(0, |cc| cc.code_buffer().len());
+        module.clear_context(ctx);
+        module.finalize_definitions().map_err(|e| e.to_string())?;
+        let ptr = module.get_finalized_function(id) as usize;
+        if let Some(f) = &self.perf_map {
+            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(f, "{ptr:x} {size:x} kiln::slot_entry{:?}", sig);
+        }
+        c.trampolines.insert(sig, ptr);
+        Ok(ptr)
     }
 }
 

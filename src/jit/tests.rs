@@ -89,6 +89,11 @@ fn slot_is_written_back_after_first_call() {
     assert_ne!(e, crate::interp::interp_entry as *const () as usize);
     // the callee was compiled by its own first call, from compiled code
     assert_ne!(sq.entry.load(Ordering::Acquire), stub());
+    // both have register entries; their slots hold the one trampoline of
+    // the signature (i64) -> i64
+    assert_ne!(sum.fast.load(Ordering::Acquire), 0);
+    assert_ne!(sq.fast.load(Ordering::Acquire), 0);
+    assert_eq!(sq.entry.load(Ordering::Acquire), e);
     let jit = rt.jit.get().unwrap();
     assert_eq!(jit.compile_count(), 2);
     // later calls go straight to the code: nothing is compiled again
@@ -140,13 +145,48 @@ fn lookup_maps_native_pcs_to_methods() {
     let args = [7u64];
     // SAFETY: `sq` takes one i64 argument.
     assert_eq!(unsafe { call_method(&mut ctx, sq, args.as_ptr()) }, 49);
-    let code = sq.entry.load(Ordering::Acquire);
+    // the slot holds the shared trampoline; the code is the register entry
+    let code = sq.fast.load(Ordering::Acquire);
+    assert!(rt.lookup(sq.entry.load(Ordering::Acquire)).is_none());
     for pc in [code, code + 1, code + 8] {
         let found = rt.lookup(pc).expect("pc inside compiled code");
         assert!(std::ptr::eq(found, sq), "pc {pc:#x}");
     }
     let local = 0u8;
     assert!(rt.lookup(&local as *const u8 as usize).is_none());
+}
+
+/// A call to a method compiled before the caller is a direct call to its
+/// register entry; before that, the caller tests the callee's `fast` word
+/// and falls back to its slot.
+#[test]
+fn compiled_callers_call_register_entries() {
+    let rt = jit_runtime("direct", SRC);
+    let (sq, sum) = (method(&rt, "P::sq"), method(&rt, "P::sum"));
+    let jit = rt.jit.get().unwrap();
+    let info = &jit.verified.methods[&sum.member];
+    let isa = host_isa().unwrap();
+    let mut fctx = FunctionBuilderContext::new();
+    let before = translate::translate(&rt, sum, info, &*isa, &mut fctx).unwrap();
+    let text = before.display().to_string();
+    assert!(text.contains("atomic_load"), "{text}");
+    let mut ctx = ThreadCtx::new(&rt, 8 << 20);
+    // SAFETY: `ctx` outlives the attachment (dropped first, in reverse order).
+    let _att = unsafe { crate::heap::gc::attach(&rt, &mut ctx) };
+    let args = [5u64];
+    // SAFETY: `sq` takes one i64 argument.
+    assert_eq!(unsafe { call_method(&mut ctx, sq, args.as_ptr()) }, 25);
+    let fast = sq.fast.load(Ordering::Acquire);
+    assert_ne!(fast, 0);
+    let after = translate::translate(&rt, sum, info, &*isa, &mut fctx).unwrap();
+    let text = after.display().to_string();
+    assert!(!text.contains("atomic_load"), "{text}");
+    let konst = format!("iconst.i64 {fast:#x}");
+    let digits: String = text.chars().filter(|c| *c != '_').collect();
+    assert!(digits.contains(&konst), "no constant {fast:#x} in {text}");
+    // and the result is the same through either path
+    // SAFETY: `sum` takes one i64 argument.
+    assert_eq!(unsafe { call_method(&mut ctx, sum, args.as_ptr()) }, 55);
 }
 
 fn kasm_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -181,6 +221,13 @@ fn every_jit_test_method_cross_compiles_for_aarch64() {
             continue;
         };
         programs += 1;
+        // As in JIT mode before anything runs: calls to bytecode methods
+        // then test the callee's register entry (the run-time choice).
+        for mh in rt.tables.all_methods() {
+            if !mh.interp_code.load(Ordering::Acquire).is_null() {
+                mh.entry.store(stub(), Ordering::Release);
+            }
+        }
         for mh in rt.tables.all_methods() {
             if mh.interp_code.load(Ordering::Acquire).is_null() {
                 continue;

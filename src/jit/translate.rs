@@ -26,7 +26,7 @@
 //! otherwise (or when nothing catches) the frame appends itself to the trace
 //! and returns 0 — exactly the interpreter's protocol.
 
-use super::env::{self, from_slot, to_slot, FuncEnv, Helper, Region, PTR};
+use super::env::{self, from_slot, FuncEnv, Helper, Region, PTR};
 use super::helpers::{code as fc, null_what};
 use crate::bytecode::Op;
 use crate::interp::{Cmp, Code, Kind, Src, I};
@@ -38,8 +38,7 @@ use crate::verify::{MethodInfo, VType};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::Block;
 use cranelift_codegen::ir::{
-    types, BlockArg, BlockCall, Function, InstBuilder, JumpTableData, StackSlotData, StackSlotKind,
-    Type, UserFuncName, Value,
+    types, BlockArg, BlockCall, Function, InstBuilder, JumpTableData, Type, UserFuncName, Value,
 };
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Switch, Variable};
@@ -61,11 +60,42 @@ fn sig_type(t: &TypeSig) -> Type {
     clif_type(&VType::of(t))
 }
 
+/// The register-argument signature of method `mh` (its `fast` entry):
+/// argument types (`this` first) and result type, as CLIF stack types.
+pub fn fast_types(rt: &Runtime, mh: &MethodHandle) -> (Vec<Type>, Option<Type>) {
+    let m = rt.program.method(mh.member);
+    let mut params = Vec::with_capacity(m.params.len() + 1);
+    if !m.flags.is_static {
+        params.push(PTR);
+    }
+    params.extend(m.params.iter().map(|p| sig_type(&p.ty)));
+    (params, m.ret.as_ref().map(sig_type))
+}
+
+/// Who a call calls.
+#[derive(Clone, Copy)]
+enum Callee {
+    /// A method known when the caller is compiled (`call`, a constructor).
+    Known(*const MethodHandle),
+    /// A method handle loaded at run time (vtable or interface slot table).
+    Loaded(Value),
+}
+
+/// How a call reaches its callee ([`Tx::emit_call`]).
+enum Via {
+    /// The register entry at this address.
+    Fast(Value),
+    /// The slot of this handle.
+    Slot(Value),
+    /// The register entry of this handle if set, else its slot.
+    Check(Value),
+}
+
 /// Build the CLIF function of method `mh` for `isa`.
-pub fn translate(
-    rt: &Runtime,
-    mh: &MethodHandle,
-    info: &MethodInfo,
+pub fn translate<'a>(
+    rt: &'a Runtime,
+    mh: &'a MethodHandle,
+    info: &'a MethodInfo,
     isa: &dyn TargetIsa,
     fctx: &mut FunctionBuilderContext,
 ) -> Result<Function, String> {
@@ -74,10 +104,10 @@ pub fn translate(
 
 /// [`translate`], also returning the method's safepoint table; polls load
 /// from `poll_addr` (none if `None`).
-pub fn translate_with_safepoints(
-    rt: &Runtime,
-    mh: &MethodHandle,
-    info: &MethodInfo,
+pub fn translate_with_safepoints<'a>(
+    rt: &'a Runtime,
+    mh: &'a MethodHandle,
+    info: &'a MethodInfo,
     isa: &dyn TargetIsa,
     fctx: &mut FunctionBuilderContext,
     poll_addr: Option<usize>,
@@ -100,9 +130,13 @@ pub fn translate_with_safepoints(
     }
 
     let cc = isa.default_call_conv();
+    let (params, ret) = fast_types(rt, mh);
+    if params[..] != var_types[..code.nargs as usize] {
+        return Err("argument types disagree with the signature".into());
+    }
     let mut func = Function::with_name_signature(
         UserFuncName::user(0, mh.method_token),
-        FuncEnv::entry_signature(cc),
+        FuncEnv::fast_signature(cc, &params, ret),
     );
     // SAFETY: `gc` points to the method's GcData in the live tables.
     let gcd = unsafe { &*mh.gc };
@@ -115,12 +149,9 @@ pub fn translate_with_safepoints(
         }
     };
     let b = FunctionBuilder::new(&mut func, fctx);
-    let mut tx = Tx::new(info, code, b, cc, var_types);
-    tx.mh = Some(mh);
-    // The method being compiled is known: a constant instead of the entry
-    // parameter, which would otherwise occupy a callee-saved register for
-    // the whole body only to reach the cold exception paths.
-    tx.env.method = tx.b.ins().iconst(PTR, mh as *const MethodHandle as i64);
+    let mut tx = Tx::new(info, code, b, cc, var_types, mh);
+    tx.rt = Some(rt);
+    tx.ret_ty = ret;
     tx.ref_vars = ref_vars;
     tx.env.poll_addr = poll_addr;
     tx.env.inline_alloc = !rt.gc.stress;
@@ -155,6 +186,10 @@ struct Tx<'a, 'f> {
     goto: Option<Block>,
     /// The method being compiled.
     mh: Option<&'a MethodHandle>,
+    /// The runtime whose tables the code refers to (callee signatures).
+    rt: Option<&'a Runtime>,
+    /// The method's result type (`None`: `void`), as its entry returns it.
+    ret_ty: Option<Type>,
     /// Argument/local slots of reference type (the method's `GcData`).
     ref_vars: Vec<u32>,
     /// Does the frame have a record on the value stack? (decided at entry)
@@ -189,12 +224,17 @@ impl<'a, 'f> Tx<'a, 'f> {
         mut b: FunctionBuilder<'f>,
         cc: cranelift_codegen::isa::CallConv,
         var_types: Vec<Type>,
+        mh: &'a MethodHandle,
     ) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         let p = b.block_params(entry).to_vec();
-        let mut env = FuncEnv::new(cc, p[0], p[1], p[2]);
+        // The method being compiled is known: a constant, not a parameter
+        // occupying a callee-saved register for the whole body only to
+        // reach the cold exception paths.
+        let method = b.ins().iconst(PTR, mh as *const MethodHandle as i64);
+        let mut env = FuncEnv::new(cc, p[0], method, p[1..].to_vec());
         env.init_regions(&mut b);
         let propagate = b.create_block();
         b.set_cold_block(propagate);
@@ -210,7 +250,9 @@ impl<'a, 'f> Tx<'a, 'f> {
             propagate,
             eh: None,
             goto: None,
-            mh: None,
+            mh: Some(mh),
+            rt: None,
+            ret_ty: None,
             ref_vars: Vec::new(),
             framed: true,
             nonnull: HashSet::new(),
@@ -443,11 +485,7 @@ impl<'a, 'f> Tx<'a, 'f> {
             }
         }
         if max_call_args > 0 {
-            self.env.arg_area = Some(self.b.create_sized_stack_slot(StackSlotData::new(
-                StackSlotKind::ExplicitSlot,
-                (max_call_args * 8) as u32,
-                3,
-            )));
+            self.env.arg_area_slots = max_call_args;
         }
 
         // --- entry: stack limit, exception state, arguments, locals
@@ -461,7 +499,7 @@ impl<'a, 'f> Tx<'a, 'f> {
             let z = self.b.ins().iconst(types::I64, 0);
             self.env.raise(&mut self.b, fc::STACK_OVERFLOW, z, z);
             // like the interpreter: the overflowing frame is not in the trace
-            self.b.ins().return_(&[z]);
+            self.return_zero();
         }
         self.b.switch_to_block(body);
         // The frame record on the value stack (the collector's view of this
@@ -479,7 +517,7 @@ impl<'a, 'f> Tx<'a, 'f> {
                 let z = self.b.ins().iconst(types::I64, 0);
                 self.env.raise(&mut self.b, fc::VALUE_STACK_OVERFLOW, z, z);
                 // like the interpreter: the overflowing frame is not in the trace
-                self.b.ins().return_(&[z]);
+                self.return_zero();
             }
             self.b.switch_to_block(framed);
             self.env.init_frame(&mut self.b, mh, self.code.frame_slots);
@@ -499,10 +537,7 @@ impl<'a, 'f> Tx<'a, 'f> {
             let var = self.b.declare_var(ty);
             self.vars.push(var);
             let v = if slot < self.code.nargs as usize {
-                let v = self
-                    .b
-                    .ins()
-                    .load(ty, env::trusted(), self.env.args, (slot * 8) as i32);
+                let v = self.env.args[slot];
                 match narrow.get(&(slot as u32)) {
                     Some(Kind::U8) => self.b.ins().band_imm_s(v, 0xFF),
                     Some(Kind::Bool) => env::bool_of(&mut self.b, v),
@@ -603,8 +638,7 @@ impl<'a, 'f> Tx<'a, 'f> {
             self.env
                 .call_helper(&mut self.b, Helper::Unwind, &[t, m, s]);
             self.env.pop_frame(&mut self.b);
-            let z = self.b.ins().iconst(types::I64, 0);
-            self.b.ins().return_(&[z]);
+            self.return_zero();
         }
 
         // --- the body
@@ -979,18 +1013,20 @@ impl<'a, 'f> Tx<'a, 'f> {
                     Kind::U8 | Kind::AU8 => self.b.ins().band_imm_s(v, 0xFF),
                     _ => v,
                 };
-                let ty = self.b.func.dfg.value_type(v);
-                let w = to_slot(&mut self.b, v, ty);
+                if Some(self.b.func.dfg.value_type(v)) != self.ret_ty {
+                    return Err(format!(
+                        "ret at {i}: the value's type is not the result type"
+                    ));
+                }
                 self.free_eh();
                 self.env.pop_frame(&mut self.b);
-                self.b.ins().return_(&[w]);
+                self.b.ins().return_(&[v]);
                 return Ok(false);
             }
             I::RetVoid => {
                 self.free_eh();
                 self.env.pop_frame(&mut self.b);
-                let z = self.b.ins().iconst(types::I64, 0);
-                self.b.ins().return_(&[z]);
+                self.return_zero();
                 return Ok(false);
             }
             I::Call { mh, .. } if intrinsic(mh) == Some(Intrinsic::SqrtF64) => {
@@ -1013,14 +1049,13 @@ impl<'a, 'f> Tx<'a, 'f> {
                     let m = self.env.ptr_const(&mut self.b, mh as usize);
                     self.fault_if(c, i, fc::NULL_RECEIVER, Some(m), None);
                 }
-                let callee = self.env.ptr_const(&mut self.b, mh as usize);
-                self.emit_call(i, i as u64, callee, &args, ret)?;
+                self.emit_call(i, i as u64, Callee::Known(mh), &args, ret)?;
             }
             I::CallVirt { slot, nargs, ret } => {
                 let args = self.pop_n(nargs as usize)?;
                 self.null_check(args[0], i, "callvirt receiver");
                 let callee = self.env.vtable_method(&mut self.b, args[0], slot);
-                self.emit_call(i, i as u64, callee, &args, ret)?;
+                self.emit_call(i, i as u64, Callee::Loaded(callee), &args, ret)?;
             }
             I::CallIface {
                 iface,
@@ -1040,7 +1075,7 @@ impl<'a, 'f> Tx<'a, 'f> {
                 self.fault_if(none, i, fc::NOT_IMPLEMENTED, None, None);
                 let meta = self.env.mf.meta;
                 let callee = self.b.ins().load(PTR, meta, row, idx as i32 * 8);
-                self.emit_call(i, i as u64, callee, &args, ret)?;
+                self.emit_call(i, i as u64, Callee::Loaded(callee), &args, ret)?;
             }
             I::Newobj { mh, nargs } => {
                 let args = self.pop_n(nargs as usize)?;
@@ -1094,8 +1129,13 @@ impl<'a, 'f> Tx<'a, 'f> {
                 }
                 let mut all = vec![obj];
                 all.extend(args);
-                let callee = self.env.ptr_const(&mut self.b, mh as usize);
-                self.emit_call(i, i as u64 | frame::POS_CTOR, callee, &all, false)?;
+                self.emit_call(
+                    i,
+                    i as u64 | frame::POS_CTOR,
+                    Callee::Known(mh),
+                    &all,
+                    false,
+                )?;
                 self.nonnull.insert(obj);
                 self.stack.push(obj);
             }
@@ -1303,21 +1343,72 @@ impl<'a, 'f> Tx<'a, 'f> {
         self.fault_if(oob, at, fc::INDEX, Some(i64v), Some(l64));
     }
 
-    /// Store the arguments, call through the slot, check for an exception,
-    /// push the result.
+    /// Call `callee`, check for an exception, push the result.
+    ///
+    /// Compiled code calls compiled code through its register-argument
+    /// entry (`MethodHandle::fast`): directly (a constant address) when the
+    /// callee was compiled before this method, and for calls to itself;
+    /// through the word when it may be compiled later or is chosen at run
+    /// time (virtual, interface), falling back to the slot while it is 0.
+    /// Natives, interpreted and abstract methods are called through the slot.
     /// `pos` is the safepoint position of the call: `at`, or `at | POS_CTOR`
     /// for a `newobj`'s constructor call (whose `args` start with the new object).
     fn emit_call(
         &mut self,
         at: usize,
         pos: u64,
-        callee: Value,
+        callee: Callee,
         args: &[Value],
         ret: bool,
     ) -> Result<(), String> {
-        for (k, &a) in args.iter().enumerate() {
-            self.env.store_arg(&mut self.b, k, a);
-        }
+        let ret_ty = if ret {
+            Some(self.result_type(at)?)
+        } else {
+            None
+        };
+        // The register entry is only sound if caller and callee agree on
+        // every CLIF type; the verifier makes them (exact primitive types,
+        // identical override signatures): a disagreement is an internal error.
+        let arg_tys: Vec<Type> = args
+            .iter()
+            .map(|&a| self.b.func.dfg.value_type(a))
+            .collect();
+        let via = match callee {
+            Callee::Known(mh) => {
+                let rt = self.rt.ok_or("no runtime")?;
+                // SAFETY: `mh` is a live handle of the runtime's tables.
+                let m = unsafe { &*mh };
+                if fast_types(rt, m) != (arg_tys, ret_ty) {
+                    return Err(format!(
+                        "call at {at}: arguments disagree with the callee's signature"
+                    ));
+                }
+                let fast = m.fast.load(Ordering::Acquire);
+                if self.mh.is_some_and(|me| std::ptr::eq(me, m)) {
+                    Via::Fast(self.env.load_own_fast(&mut self.b))
+                } else if fast != 0 {
+                    Via::Fast(self.env.ptr_const(&mut self.b, fast))
+                } else {
+                    let v = self.env.ptr_const(&mut self.b, mh as usize);
+                    if m.entry.load(Ordering::Acquire)
+                        == super::jit_compile_stub as *const () as usize
+                    {
+                        Via::Check(v)
+                    } else {
+                        Via::Slot(v)
+                    }
+                }
+            }
+            Callee::Loaded(v) => {
+                let tys = self.stack_types(at).unwrap_or_default();
+                if tys.len() < args.len() || tys[tys.len() - args.len()..] != arg_tys[..] {
+                    return Err(format!(
+                        "call at {at}: arguments disagree with the verifier"
+                    ));
+                }
+                Via::Check(v)
+            }
+        };
         // The collector's view during the call: the stack before `at` (for a
         // constructor call, the new object below the constructor's arguments).
         let mut view = self.stack.clone();
@@ -1327,15 +1418,62 @@ impl<'a, 'f> Tx<'a, 'f> {
             refs.insert(self.stack.len(), true);
         }
         self.safepoint(pos, SafepointKind::Call, &view, &refs)?;
-        let r = self.env.call_slot(&mut self.b, callee);
+        let r = match via {
+            Via::Fast(f) => self.env.call_fast(&mut self.b, f, args, ret_ty),
+            Via::Slot(mh) => self.slot_call(mh, args, ret_ty),
+            Via::Check(mh) => {
+                let f = self.env.load_fast(&mut self.b, mh);
+                let fast = self.b.create_block();
+                let slow = self.b.create_block();
+                let join = self.b.create_block();
+                let jv = ret_ty.map(|t| self.b.append_block_param(join, t));
+                self.b.set_cold_block(slow);
+                self.b.ins().brif(f, fast, &[], slow, &[]);
+                self.b.seal_block(fast);
+                self.b.seal_block(slow);
+                self.b.switch_to_block(fast);
+                let r = self.env.call_fast(&mut self.b, f, args, ret_ty);
+                let ja: Vec<BlockArg> = r.into_iter().map(BlockArg::Value).collect();
+                self.b.ins().jump(join, &ja);
+                self.b.switch_to_block(slow);
+                let r = self.slot_call(mh, args, ret_ty);
+                let ja: Vec<BlockArg> = r.into_iter().map(BlockArg::Value).collect();
+                self.b.ins().jump(join, &ja);
+                self.b.seal_block(join);
+                self.b.switch_to_block(join);
+                jv
+            }
+        };
         self.env.after_site(&mut self.b);
         self.check_pending(at);
-        if ret {
-            let ty = self.result_type(at)?;
-            let v = from_slot(&mut self.b, r, ty);
+        if let Some(v) = r {
             self.stack.push(v);
         }
         Ok(())
+    }
+
+    /// Call method `mh` through its slot: the arguments in the outgoing
+    /// area, the result decoded from its 64-bit slot encoding.
+    fn slot_call(&mut self, mh: Value, args: &[Value], ret_ty: Option<Type>) -> Option<Value> {
+        for (k, &a) in args.iter().enumerate() {
+            self.env.store_arg(&mut self.b, k, a);
+        }
+        let r = self.env.call_slot(&mut self.b, mh);
+        ret_ty.map(|t| from_slot(&mut self.b, r, t))
+    }
+
+    /// Return from the method with zero of its result type (an exception
+    /// is pending, or the method is `void`).
+    fn return_zero(&mut self) {
+        match self.ret_ty {
+            Some(t) => {
+                let z = self.zero(t);
+                self.b.ins().return_(&[z]);
+            }
+            None => {
+                self.b.ins().return_(&[]);
+            }
+        }
     }
 
     fn atomic(

@@ -176,6 +176,14 @@ pub struct MethodHandle {
     pub gc: *const GcData,
     /// Method id in the program (for the loader and the interpreter).
     pub member: MemberId,
+    /// The register-argument entry of the method's compiled code, or 0.
+    ///
+    /// Only compiled code calls it, with the JIT's per-method signature
+    /// `fn(thread, args as native values…) -> result` (see `docs/jit.md`,
+    /// "Calling convention"); everything else calls [`MethodHandle::entry`].
+    /// The JIT writes it once, from 0 to the code, with Release ordering,
+    /// before it writes the slot; it never changes again.
+    pub fast: AtomicUsize,
 }
 
 /// Class kinds (`ClassDesc::kind`).
@@ -587,6 +595,8 @@ pub mod offsets {
     use std::mem::offset_of;
     /// `MethodHandle::entry`.
     pub const MH_ENTRY: usize = offset_of!(MethodHandle, entry);
+    /// `MethodHandle::fast`.
+    pub const MH_FAST: usize = offset_of!(MethodHandle, fast);
     /// `MethodHandle::frame_slots`.
     pub const MH_FRAME_SLOTS: usize = offset_of!(MethodHandle, frame_slots);
     /// `MethodHandle::arg_count`.
@@ -1039,6 +1049,7 @@ impl Tables {
                     interp_code: AtomicPtr::new(std::ptr::null_mut()),
                     gc: &*gcd,
                     member: mid,
+                    fast: AtomicUsize::new(0),
                 });
                 t.stack_handles.push(sh);
                 t.u32_arrays.push(gc);
@@ -1573,6 +1584,7 @@ mod tests {
         assert_eq!(offset_of!(MethodHandle, arg_local_ptr), 40);
         assert_eq!(offset_of!(MethodHandle, instruction_ptr), 48);
         assert_eq!(offsets::MH_VTABLE_SLOT, 64);
+        assert_eq!(offsets::MH_FAST, 128);
         assert_eq!(offset_of!(ClassDesc, type_handle), 0);
         assert_eq!(offsets::CD_INSTANCE_SIZE, 8);
         assert_eq!(offset_of!(ClassDesc, super_), 16);
