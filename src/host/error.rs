@@ -40,8 +40,11 @@ pub struct Exception {
     pub class: String,
     /// Its `message` field (empty if null).
     pub message: String,
-    /// `Class::method` of every frame it unwound, innermost first.
+    /// `Class::method` of every frame it unwound, innermost first: at most
+    /// [`TRACE_MAX`](crate::runtime::TRACE_MAX) of them.
     pub trace: Vec<String>,
+    /// How many more frames it unwound beyond those in `trace`.
+    pub omitted: u64,
     /// The exception object (read its other fields through it).
     pub object: Option<Object>,
     /// The trace as method handles (kept so a native can rethrow it as is).
@@ -53,6 +56,9 @@ impl fmt::Display for Exception {
         write!(f, "{}: {}", self.class, self.message)?;
         for t in &self.trace {
             write!(f, "\n  at {t}")?;
+        }
+        if self.omitted > 0 {
+            write!(f, "\n  ... {} more frames", self.omitted)?;
         }
         Ok(())
     }

@@ -401,11 +401,13 @@ impl Vm {
         };
         let trace = ctx
             .trace
+            .frames()
             .iter()
             // SAFETY: trace entries are live handles of this runtime.
             .map(|&m| rt.method_name(unsafe { &*m }))
             .collect();
-        let frames = ctx.trace.iter().map(|&m| m as usize).collect();
+        let frames = ctx.trace.frames().iter().map(|&m| m as usize).collect();
+        let omitted = ctx.trace.omitted();
         let object = Some(Object::new(self, exc));
         ctx.pending = std::ptr::null_mut();
         ctx.trace.clear();
@@ -413,6 +415,7 @@ impl Vm {
             class,
             message,
             trace,
+            omitted,
             object,
             frames,
         }))

@@ -1107,7 +1107,7 @@ pub(crate) enum Cont {
         region: usize,
         from: u32,
         exc: *mut u8,
-        trace: Vec<*const MethodHandle>,
+        trace: crate::runtime::Trace,
     },
 }
 
@@ -1123,7 +1123,7 @@ impl Cont {
 pub(crate) struct Caught {
     pub(crate) region: usize,
     pub(crate) exc: *mut u8,
-    pub(crate) trace: Vec<*const MethodHandle>,
+    pub(crate) trace: crate::runtime::Trace,
 }
 
 /// Run one interpreted frame.

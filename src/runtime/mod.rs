@@ -60,6 +60,54 @@ pub struct Options {
     pub deadline: Option<std::time::Duration>,
 }
 
+/// Most frames a stack trace records: the innermost ones, nearest the
+/// throw (HotSpot's default `MaxJavaStackTraceDepth` is also 1024). A deeper
+/// trace counts the frames beyond instead of keeping them, so an exception
+/// leaving a recursion millions of frames deep costs no memory per frame.
+pub const TRACE_MAX: usize = 1024;
+
+/// The frames an exception has passed, innermost first: at most
+/// [`TRACE_MAX`] of them, and how many more it passed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trace {
+    frames: Vec<*const MethodHandle>,
+    omitted: u64,
+}
+
+impl Trace {
+    /// Append the next outer frame (counted, not kept, beyond [`TRACE_MAX`]).
+    pub fn push(&mut self, mh: *const MethodHandle) {
+        if self.frames.len() < TRACE_MAX {
+            self.frames.push(mh);
+        } else {
+            self.omitted += 1;
+        }
+    }
+
+    /// Append outer frames in order.
+    pub fn extend(&mut self, frames: impl IntoIterator<Item = *const MethodHandle>) {
+        for f in frames {
+            self.push(f);
+        }
+    }
+
+    /// Forget every frame.
+    pub fn clear(&mut self) {
+        self.frames.clear();
+        self.omitted = 0;
+    }
+
+    /// The recorded frames, innermost first.
+    pub fn frames(&self) -> &[*const MethodHandle] {
+        &self.frames
+    }
+
+    /// How many frames beyond [`TRACE_MAX`] were passed and not recorded.
+    pub fn omitted(&self) -> u64 {
+        self.omitted
+    }
+}
+
 /// Default heap limit: 2 GiB.
 pub const DEFAULT_HEAP_MAX: usize = 2 << 30;
 /// Default stack size: 512 MiB (reserved, committed lazily by the OS).
@@ -329,7 +377,7 @@ pub struct ThreadCtx {
     /// End of the value stack.
     pub vs_end: *mut u64,
     /// Frames the pending exception has passed, innermost first.
-    pub trace: Vec<*const MethodHandle>,
+    pub trace: Trace,
     /// First slot of the value stack: frame records run from here to `vs_top`.
     pub vs_base: *mut u64,
     /// Objects Rust code holds across an allocation (a handle scope): GC roots.
@@ -400,7 +448,7 @@ impl ThreadCtx {
             vs_top: start,
             // SAFETY: the capacity is VALUE_STACK_SLOTS, so this is one past its end.
             vs_end: unsafe { start.add(VALUE_STACK_SLOTS) },
-            trace: Vec::new(),
+            trace: Trace::default(),
             vs_base: start,
             roots: Vec::new(),
             native_method: std::ptr::null(),
@@ -1004,7 +1052,7 @@ impl Runtime {
     ///
     /// # Safety
     /// `exc` must be a live exception object and `trace` live handles.
-    pub unsafe fn report_uncaught(&self, exc: *mut u8, trace: &[*const MethodHandle]) {
+    pub unsafe fn report_uncaught(&self, exc: *mut u8, trace: &Trace) {
         self.flush_stdout();
         // SAFETY: `exc` is a live exception object; message is a string or null.
         let (class, msg) = unsafe {
@@ -1018,11 +1066,14 @@ impl Runtime {
             ((*cd).name().to_string(), msg)
         };
         let mut s = format!("unhandled exception: {class}: {msg}\n");
-        for &f in trace {
+        for &f in trace.frames() {
             s.push_str("  at ");
             // SAFETY: trace entries are live handles (caller contract).
             s.push_str(&self.method_name(unsafe { &*f }));
             s.push('\n');
+        }
+        if trace.omitted() > 0 {
+            s.push_str(&format!("  ... {} more frames\n", trace.omitted()));
         }
         let err = std::io::stderr();
         let mut e = err.lock();
@@ -1331,6 +1382,21 @@ pub fn run_file(path: &Path, args: &[String], opts: &Options) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_keeps_the_innermost_frames_and_counts_the_rest() {
+        let mut t = Trace::default();
+        let f = |i: usize| (i * 8) as *const MethodHandle;
+        t.extend((1..=TRACE_MAX + 5).map(f));
+        assert_eq!(t.frames().len(), TRACE_MAX);
+        assert_eq!(t.frames()[0], f(1));
+        assert_eq!(t.frames()[TRACE_MAX - 1], f(TRACE_MAX));
+        assert_eq!(t.omitted(), 5);
+        let c = t.clone();
+        t.clear();
+        assert!(t.frames().is_empty() && t.omitted() == 0);
+        assert_eq!(c.omitted(), 5);
+    }
 
     fn run_src(name: &str, src: &str) -> i32 {
         let dir = std::env::temp_dir().join(format!("kiln-rt-test-{}", std::process::id()));
