@@ -6,15 +6,20 @@
 //! `translate.rs` (instruction meaning) on top of `env.rs` (Kiln's layouts
 //! and runtime) to CLIF, compiled by cranelift-jit for the host — registers
 //! the code range in the method lookup table, writes the code address into
-//! the slot (Release) and calls it. Every later call, from interpreted or
-//! compiled code, goes straight to the machine code.
+//! `MethodHandle::fast` and then the slot-ABI trampoline of its signature
+//! into the slot (both Release) and calls the slot. Later calls from
+//! interpreted code, natives and the host go through the trampoline;
+//! compiled callers call `fast` with the arguments in registers.
 //!
 //! Invariants:
-//! - compiled code has exactly the slot ABI ([`EntryFn`]), so interpreted
-//!   and compiled frames call each other freely;
+//! - every slot keeps the slot ABI ([`EntryFn`]), so interpreted and
+//!   compiled frames call each other freely;
+//! - `fast` is written before the slot's trampoline, so whoever reads the
+//!   trampoline from the slot (Acquire) finds the code in `fast`; `fast` is
+//!   0 or final;
 //! - a method is compiled at most once: compilation runs under one lock and
 //!   re-checks the slot (double-checked), so racing first calls compile once;
-//! - a slot only ever changes from the stub to final code (machine code, or
+//! - a slot only ever changes from the stub to final code (a trampoline, or
 //!   the interpreter adapter if compilation failed or the method is larger
 //!   than [`MAX_JIT_CODE_SIZE`]), never back;
 //! - code pages are never writable and executable at once (cranelift-jit
