@@ -36,8 +36,9 @@ enum ThrowKind {
         class: String,
         message: String,
     },
-    /// An exception object and the frames it already passed (method handles).
-    Existing(Object, Vec<usize>),
+    /// An exception object, the frames it already passed (method handles)
+    /// and how many more it passed beyond those (`Exception::omitted`).
+    Existing(Object, Vec<usize>, u64),
 }
 
 impl Throw {
@@ -56,7 +57,7 @@ impl Throw {
     /// Rethrow an existing exception object.
     pub fn object(exception: Object) -> Throw {
         Throw {
-            kind: ThrowKind::Existing(exception, Vec::new()),
+            kind: ThrowKind::Existing(exception, Vec::new(), 0),
         }
     }
 }
@@ -65,7 +66,7 @@ impl std::fmt::Display for Throw {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.kind {
             ThrowKind::New { class, message } => write!(f, "{class}: {message}"),
-            ThrowKind::Existing(o, _) => write!(f, "rethrow of {}", o.class_name()),
+            ThrowKind::Existing(o, ..) => write!(f, "rethrow of {}", o.class_name()),
         }
     }
 }
@@ -79,9 +80,10 @@ impl From<Error> for Throw {
             Error::Exception(super::Exception {
                 object: Some(o),
                 frames,
+                omitted,
                 ..
             }) => Throw {
-                kind: ThrowKind::Existing(o, frames),
+                kind: ThrowKind::Existing(o, frames, omitted),
             },
             e => Throw::new("Exception", e.to_string()),
         }
@@ -461,13 +463,14 @@ fn wrap(f: private::RawFn, decl: Decl, cell: Arc<OnceLock<Weak<super::Inner>>>) 
 fn raise(vm: &Vm, t: &mut ThreadCtx, th: Throw) -> Result<(), Fault> {
     let rt = vm.rt();
     let (class, message) = match th.kind {
-        ThrowKind::Existing(o, frames) if o.belongs_to(vm) => {
+        ThrowKind::Existing(o, frames, omitted) if o.belongs_to(vm) => {
             t.throw(o.raw());
             t.trace.extend(
                 frames
                     .into_iter()
                     .map(|m| m as *const crate::runtime::tables::MethodHandle),
             );
+            t.trace.omit(omitted);
             return Ok(());
         }
         ThrowKind::Existing(..) => (

@@ -75,9 +75,10 @@ pub struct Trace {
 }
 
 impl Trace {
-    /// Append the next outer frame (counted, not kept, beyond [`TRACE_MAX`]).
+    /// Append the next outer frame (counted, not kept, beyond [`TRACE_MAX`]
+    /// or once frames were omitted: the recorded ones stay contiguous).
     pub fn push(&mut self, mh: *const MethodHandle) {
-        if self.frames.len() < TRACE_MAX {
+        if self.omitted == 0 && self.frames.len() < TRACE_MAX {
             self.frames.push(mh);
         } else {
             self.omitted += 1;
@@ -89,6 +90,13 @@ impl Trace {
         for f in frames {
             self.push(f);
         }
+    }
+
+    /// Count `n` more passed frames that were not recorded (a rethrown
+    /// trace's own omissions; they lie between its frames and later ones,
+    /// which therefore are not recorded either).
+    pub fn omit(&mut self, n: u64) {
+        self.omitted += n;
     }
 
     /// Forget every frame.
@@ -1393,6 +1401,12 @@ mod tests {
         assert_eq!(t.frames()[TRACE_MAX - 1], f(TRACE_MAX));
         assert_eq!(t.omitted(), 5);
         let c = t.clone();
+        // after an omission (a rethrown capped trace), nothing more is kept
+        let mut r = Trace::default();
+        r.push(f(1));
+        r.omit(3);
+        r.push(f(2));
+        assert_eq!((r.frames(), r.omitted()), (&[f(1)][..], 4));
         t.clear();
         assert!(t.frames().is_empty() && t.omitted() == 0);
         assert_eq!(c.omitted(), 5);
