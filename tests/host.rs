@@ -1223,3 +1223,87 @@ fn export_import_round_trip_and_errors() {
         ));
     }
 }
+
+#[test]
+fn deep_trace_keeps_both_ends_through_a_native_rethrow() {
+    use kiln::runtime::{TRACE_MAX, TRACE_TAIL};
+    const DEPTH: usize = 3000;
+    let src = r#".library deep
+.class public D {
+  .method public static native again(n: i64) -> i64
+  .method public static boom() -> i64 {
+    ldc.i64 1
+    ldc.i64 0
+    div
+    ret
+  }
+  .method public static down(n: i64) -> i64 {
+    ldarg n
+    brtrue more
+    call D::boom
+    ret
+  more:
+    ldarg n
+    ldc.i64 1
+    sub
+    call D::down
+    ret
+  }
+  .method public static top(n: i64) -> i64 {
+    ldarg n
+    call D::again
+    ret
+  }
+}
+"#;
+    for mode in MODES {
+        let mut l = Linker::new();
+        l.func(
+            "D",
+            "again",
+            |c: &mut Caller, n: i64| -> Result<i64, Throw> {
+                // the callback's exception is rethrown with its capped trace
+                Ok(c.vm().call("D::down", &[Value::I64(n)])?.as_i64().unwrap())
+            },
+        )
+        .unwrap();
+        let vm = Vm::new(&config(mode), &l, &[Source::kasm("deep", src)]).unwrap();
+        // boom, DEPTH + 1 times down, again, top
+        let total = DEPTH + 4;
+        // a debug-build interpreter frame is large: give the recursion room
+        let (e, vm) = std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(move || {
+                (
+                    vm.call("D::top", &[Value::I64(DEPTH as i64)]).unwrap_err(),
+                    vm,
+                )
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let x = e.exception().unwrap();
+        assert_eq!(x.class, "ArithmeticException", "{mode:?}");
+        assert_eq!(x.trace.len(), TRACE_MAX + TRACE_TAIL, "{mode:?}");
+        assert_eq!(
+            x.omitted,
+            (total - TRACE_MAX - TRACE_TAIL) as u64,
+            "{mode:?}"
+        );
+        assert_eq!(x.omitted_at, TRACE_MAX, "{mode:?}");
+        assert_eq!(x.trace[0], "D::boom");
+        assert!(x.trace[1..x.trace.len() - 2].iter().all(|t| t == "D::down"));
+        assert_eq!(&x.trace[x.trace.len() - 2..], ["D::again", "D::top"]);
+        let shown = x.to_string();
+        let gap = format!(
+            "  at D::down\n  ... {} more frames\n  at D::down",
+            x.omitted
+        );
+        assert!(shown.contains(&gap), "{mode:?}");
+        assert!(shown.ends_with("  at D::again\n  at D::top"), "{mode:?}");
+        // a shallower trace is kept whole
+        let e = vm.call("D::top", &[Value::I64(10)]).unwrap_err();
+        let x = e.exception().unwrap();
+        assert_eq!((x.trace.len(), x.omitted), (14, 0), "{mode:?}");
+    }
+}

@@ -75,7 +75,8 @@ fn parse_directives(path: &Path, src: &str) -> Result<Expect, String> {
         };
         match key {
             "stdout" => e.stdout.push(val_exact.to_string()),
-            "stderr" => e.stderr.push(val_exact.to_string()),
+            // `\n` stands for a line break (to check lines that follow each other)
+            "stderr" => e.stderr.push(val_exact.replace("\\n", "\n")),
             "exit" => e.exit = val.trim().parse().map_err(|_| bad("expected an integer"))?,
             "args" => e.args = val.split_whitespace().map(String::from).collect(),
             "mode" => e.only_mode = Some(val.trim().to_string()),

@@ -40,11 +40,16 @@ pub struct Exception {
     pub class: String,
     /// Its `message` field (empty if null).
     pub message: String,
-    /// `Class::method` of every frame it unwound, innermost first: at most
-    /// [`TRACE_MAX`](crate::runtime::TRACE_MAX) of them.
+    /// `Class::method` of every frame it unwound, innermost first. A trace
+    /// deeper than [`TRACE_MAX`](crate::runtime::TRACE_MAX) +
+    /// [`TRACE_TAIL`](crate::runtime::TRACE_TAIL) keeps only its innermost
+    /// `TRACE_MAX` and outermost `TRACE_TAIL` frames.
     pub trace: Vec<String>,
-    /// How many more frames it unwound beyond those in `trace`.
+    /// How many frames it unwound between `trace[omitted_at - 1]` and
+    /// `trace[omitted_at]` that are not in `trace` (0 unless it was deeper).
     pub omitted: u64,
+    /// Where in `trace` the omitted frames lie.
+    pub omitted_at: usize,
     /// The exception object (read its other fields through it).
     pub object: Option<Object>,
     /// The trace as method handles (kept so a native can rethrow it as is).
@@ -54,10 +59,13 @@ pub struct Exception {
 impl fmt::Display for Exception {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.class, self.message)?;
-        for t in &self.trace {
+        for (i, t) in self.trace.iter().enumerate() {
+            if i == self.omitted_at && self.omitted > 0 {
+                write!(f, "\n  ... {} more frames", self.omitted)?;
+            }
             write!(f, "\n  at {t}")?;
         }
-        if self.omitted > 0 {
+        if self.omitted_at >= self.trace.len() && self.omitted > 0 {
             write!(f, "\n  ... {} more frames", self.omitted)?;
         }
         Ok(())
@@ -209,8 +217,9 @@ pub enum Error {
     /// Object exchange failed: malformed or mismatched bytes, or a graph
     /// that cannot be exported (each error names the offset and field).
     Exchange(crate::exchange::ExchangeError),
-    /// An exception thrown by Kiln code that no handler caught.
-    Exception(Exception),
+    /// An exception thrown by Kiln code that no handler caught (boxed: it
+    /// is much larger than the other variants, and `Result`s stay small).
+    Exception(Box<Exception>),
 }
 
 impl fmt::Display for Error {

@@ -402,23 +402,24 @@ impl Vm {
         let trace = ctx
             .trace
             .frames()
-            .iter()
             // SAFETY: trace entries are live handles of this runtime.
-            .map(|&m| rt.method_name(unsafe { &*m }))
+            .map(|m| rt.method_name(unsafe { &*m }))
             .collect();
-        let frames = ctx.trace.frames().iter().map(|&m| m as usize).collect();
+        let frames = ctx.trace.frames().map(|m| m as usize).collect();
         let omitted = ctx.trace.omitted();
+        let omitted_at = ctx.trace.omitted_at();
         let object = Some(Object::new(self, exc));
         ctx.pending = std::ptr::null_mut();
         ctx.trace.clear();
-        Err(Error::Exception(Exception {
+        Err(Error::Exception(Box::new(Exception {
             class,
             message,
             trace,
             omitted,
+            omitted_at,
             object,
             frames,
-        }))
+        })))
     }
 
     /// Call the static method `"Class::method"` with `args`; returns its

@@ -36,9 +36,10 @@ enum ThrowKind {
         class: String,
         message: String,
     },
-    /// An exception object, the frames it already passed (method handles)
-    /// and how many more it passed beyond those (`Exception::omitted`).
-    Existing(Object, Vec<usize>, u64),
+    /// An exception object, the frames it already passed (method handles),
+    /// how many more it passed and where those lie among the frames
+    /// (`Exception::omitted`, `Exception::omitted_at`).
+    Existing(Object, Vec<usize>, u64, usize),
 }
 
 impl Throw {
@@ -57,7 +58,7 @@ impl Throw {
     /// Rethrow an existing exception object.
     pub fn object(exception: Object) -> Throw {
         Throw {
-            kind: ThrowKind::Existing(exception, Vec::new(), 0),
+            kind: ThrowKind::Existing(exception, Vec::new(), 0, 0),
         }
     }
 }
@@ -77,13 +78,17 @@ impl std::fmt::Display for Throw {
 impl From<Error> for Throw {
     fn from(e: Error) -> Throw {
         match e {
-            Error::Exception(super::Exception {
-                object: Some(o),
-                frames,
-                omitted,
-                ..
-            }) => Throw {
-                kind: ThrowKind::Existing(o, frames, omitted),
+            Error::Exception(x) => match *x {
+                super::Exception {
+                    object: Some(o),
+                    frames,
+                    omitted,
+                    omitted_at,
+                    ..
+                } => Throw {
+                    kind: ThrowKind::Existing(o, frames, omitted, omitted_at),
+                },
+                x => Throw::new("Exception", Error::Exception(Box::new(x)).to_string()),
             },
             e => Throw::new("Exception", e.to_string()),
         }
@@ -463,14 +468,13 @@ fn wrap(f: private::RawFn, decl: Decl, cell: Arc<OnceLock<Weak<super::Inner>>>) 
 fn raise(vm: &Vm, t: &mut ThreadCtx, th: Throw) -> Result<(), Fault> {
     let rt = vm.rt();
     let (class, message) = match th.kind {
-        ThrowKind::Existing(o, frames, omitted) if o.belongs_to(vm) => {
+        ThrowKind::Existing(o, frames, omitted, at) if o.belongs_to(vm) => {
             t.throw(o.raw());
-            t.trace.extend(
-                frames
-                    .into_iter()
-                    .map(|m| m as *const crate::runtime::tables::MethodHandle),
-            );
+            let handle = |m: usize| m as *const crate::runtime::tables::MethodHandle;
+            let at = at.min(frames.len());
+            t.trace.extend(frames[..at].iter().map(|&m| handle(m)));
             t.trace.omit(omitted);
+            t.trace.extend(frames[at..].iter().map(|&m| handle(m)));
             return Ok(());
         }
         ThrowKind::Existing(..) => (

@@ -60,29 +60,44 @@ pub struct Options {
     pub deadline: Option<std::time::Duration>,
 }
 
-/// Most frames a stack trace records: the innermost ones, nearest the
-/// throw (HotSpot's default `MaxJavaStackTraceDepth` is also 1024). A deeper
-/// trace counts the frames beyond instead of keeping them, so an exception
-/// leaving a recursion millions of frames deep costs no memory per frame.
+/// How many of a stack trace's innermost frames (nearest the throw) it
+/// keeps (HotSpot's default `MaxJavaStackTraceDepth` is also 1024).
 pub const TRACE_MAX: usize = 1024;
 
-/// The frames an exception has passed, innermost first: at most
-/// [`TRACE_MAX`] of them, and how many more it passed.
+/// How many of a stack trace's outermost frames (the entry point and its
+/// callers) it keeps once it is deeper than [`TRACE_MAX`] + `TRACE_TAIL`.
+pub const TRACE_TAIL: usize = 1024;
+
+/// The frames an exception has passed, innermost first. A trace of at most
+/// [`TRACE_MAX`] + [`TRACE_TAIL`] frames is kept whole. A deeper one keeps
+/// its innermost [`TRACE_MAX`] and its outermost [`TRACE_TAIL`] frames and
+/// counts the ones between (`omitted`), so an exception leaving a recursion
+/// millions of frames deep costs no memory per frame and its report still
+/// shows both where it was thrown and the entry point.
+///
+/// Invariant: the recorded frames are `head` then `tail`; the `omitted`
+/// frames lie between them. Once `tail` or `omitted` is non-empty, `head`
+/// takes no more frames.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Trace {
-    frames: Vec<*const MethodHandle>,
+    head: Vec<*const MethodHandle>,
+    tail: std::collections::VecDeque<*const MethodHandle>,
     omitted: u64,
 }
 
 impl Trace {
-    /// Append the next outer frame (counted, not kept, beyond [`TRACE_MAX`]
-    /// or once frames were omitted: the recorded ones stay contiguous).
+    /// Append the next outer frame.
     pub fn push(&mut self, mh: *const MethodHandle) {
-        if self.omitted == 0 && self.frames.len() < TRACE_MAX {
-            self.frames.push(mh);
-        } else {
+        if self.omitted == 0 && self.tail.is_empty() && self.head.len() < TRACE_MAX {
+            self.head.push(mh);
+            return;
+        }
+        if self.tail.len() == TRACE_TAIL {
+            // the oldest tail frame now lies between head and tail
+            self.tail.pop_front();
             self.omitted += 1;
         }
+        self.tail.push_back(mh);
     }
 
     /// Append outer frames in order.
@@ -92,25 +107,37 @@ impl Trace {
         }
     }
 
-    /// Count `n` more passed frames that were not recorded (a rethrown
-    /// trace's own omissions; they lie between its frames and later ones,
-    /// which therefore are not recorded either).
+    /// Count `n` passed frames that were not recorded, as the next outer
+    /// ones (a rethrown trace's own omissions). A trace has one gap, so the
+    /// tail frames recorded so far join it; the later frames form the tail.
     pub fn omit(&mut self, n: u64) {
-        self.omitted += n;
+        if n == 0 {
+            return;
+        }
+        self.omitted += self.tail.len() as u64 + n;
+        self.tail.clear();
     }
 
     /// Forget every frame.
     pub fn clear(&mut self) {
-        self.frames.clear();
+        self.head.clear();
+        self.tail.clear();
         self.omitted = 0;
     }
 
-    /// The recorded frames, innermost first.
-    pub fn frames(&self) -> &[*const MethodHandle] {
-        &self.frames
+    /// The recorded frames, innermost first; the omitted ones lie before
+    /// index [`omitted_at`](Self::omitted_at).
+    pub fn frames(&self) -> impl Iterator<Item = *const MethodHandle> + '_ {
+        self.head.iter().chain(self.tail.iter()).copied()
     }
 
-    /// How many frames beyond [`TRACE_MAX`] were passed and not recorded.
+    /// How many recorded frames precede the omitted ones.
+    pub fn omitted_at(&self) -> usize {
+        self.head.len()
+    }
+
+    /// How many frames were passed between the innermost and the outermost
+    /// recorded ones and not recorded.
     pub fn omitted(&self) -> u64 {
         self.omitted
     }
@@ -1074,13 +1101,16 @@ impl Runtime {
             ((*cd).name().to_string(), msg)
         };
         let mut s = format!("unhandled exception: {class}: {msg}\n");
-        for &f in trace.frames() {
+        for (i, f) in trace.frames().enumerate() {
+            if i == trace.omitted_at() && trace.omitted() > 0 {
+                s.push_str(&format!("  ... {} more frames\n", trace.omitted()));
+            }
             s.push_str("  at ");
             // SAFETY: trace entries are live handles (caller contract).
             s.push_str(&self.method_name(unsafe { &*f }));
             s.push('\n');
         }
-        if trace.omitted() > 0 {
+        if trace.omitted_at() == trace.frames().count() && trace.omitted() > 0 {
             s.push_str(&format!("  ... {} more frames\n", trace.omitted()));
         }
         let err = std::io::stderr();
@@ -1392,23 +1422,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trace_keeps_the_innermost_frames_and_counts_the_rest() {
-        let mut t = Trace::default();
+    fn trace_keeps_both_ends_and_counts_the_middle() {
         let f = |i: usize| (i * 8) as *const MethodHandle;
-        t.extend((1..=TRACE_MAX + 5).map(f));
-        assert_eq!(t.frames().len(), TRACE_MAX);
-        assert_eq!(t.frames()[0], f(1));
-        assert_eq!(t.frames()[TRACE_MAX - 1], f(TRACE_MAX));
-        assert_eq!(t.omitted(), 5);
+        let kept = |t: &Trace| t.frames().collect::<Vec<_>>();
+        // up to TRACE_MAX + TRACE_TAIL frames: all kept, none omitted
+        let mut t = Trace::default();
+        t.extend((1..=TRACE_MAX + TRACE_TAIL).map(f));
+        assert_eq!(
+            kept(&t),
+            (1..=TRACE_MAX + TRACE_TAIL).map(f).collect::<Vec<_>>()
+        );
+        assert_eq!(t.omitted(), 0);
+        // deeper: the innermost TRACE_MAX, a gap, the outermost TRACE_TAIL
+        t.extend((1..=5).map(|i| f(TRACE_MAX + TRACE_TAIL + i)));
+        let k = kept(&t);
+        assert_eq!(k.len(), TRACE_MAX + TRACE_TAIL);
+        assert_eq!((k[0], k[TRACE_MAX - 1]), (f(1), f(TRACE_MAX)));
+        assert_eq!(k[TRACE_MAX], f(TRACE_MAX + 6));
+        assert_eq!(*k.last().unwrap(), f(TRACE_MAX + TRACE_TAIL + 5));
+        assert_eq!((t.omitted(), t.omitted_at()), (5, TRACE_MAX));
         let c = t.clone();
-        // after an omission (a rethrown capped trace), nothing more is kept
+        // a rethrown trace with a gap, rebuilt the way a native rethrow does
         let mut r = Trace::default();
-        r.push(f(1));
-        r.omit(3);
-        r.push(f(2));
-        assert_eq!((r.frames(), r.omitted()), (&[f(1)][..], 4));
+        r.extend(c.frames().take(c.omitted_at()));
+        r.omit(c.omitted());
+        r.extend(c.frames().skip(c.omitted_at()));
+        assert_eq!(r, c);
+        // an omission after some tail frames folds them into the gap
+        let mut g = Trace::default();
+        g.push(f(1));
+        g.omit(3);
+        g.push(f(2));
+        g.push(f(3));
+        g.omit(2);
+        g.push(f(4));
+        assert_eq!(
+            (kept(&g), g.omitted_at(), g.omitted()),
+            (vec![f(1), f(4)], 1, 7)
+        );
+        g.omit(0);
+        assert_eq!(g.omitted(), 7);
         t.clear();
-        assert!(t.frames().is_empty() && t.omitted() == 0);
+        assert!(t.frames().next().is_none() && t.omitted() == 0);
         assert_eq!(c.omitted(), 5);
     }
 
