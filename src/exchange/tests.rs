@@ -428,11 +428,17 @@ fn class(rt: &Runtime, name: &str) -> *const ClassDesc {
 
 /// Deep, field-by-field comparison through the metadata (floats bitwise);
 /// objects and arrays must be distinct copies.
+///
+/// # Safety
+/// `a` and `b` are null or live objects of `rt`'s heap, and no collection
+/// runs during the comparison.
 unsafe fn same(rt: &Runtime, a: *mut u8, b: *mut u8, path: &str) {
     if a.is_null() || b.is_null() {
         assert!(a.is_null() && b.is_null(), "{path}: null vs non-null");
         return;
     }
+    // SAFETY: both are live objects (caller contract); every read follows
+    // the object's own class metadata.
     unsafe {
         let (ca, cb) = (&*class_of(a), &*class_of(b));
         assert_eq!(ca.name(), cb.name(), "{path}: class");
