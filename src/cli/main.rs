@@ -6,6 +6,7 @@
 
 use clap::{Parser, Subcommand};
 use kiln::library::Library;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -30,7 +31,8 @@ enum Cmd {
         dump_clif: Option<String>,
         /// The program.
         file: PathBuf,
-        /// Arguments for the program.
+        /// Arguments for the program: every word after FILE, even one that
+        /// looks like an option (`split_program_args` hands them over).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -81,14 +83,66 @@ fn fail(msg: &str, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Split `kiln run [OPTIONS] FILE ARGS...` at FILE: what comes after it
+/// belongs to the program (kasm.md: `main` receives ARGS), even words that
+/// look like `kiln`'s own options (`--help`, `--`, `--dump-clif`), so only
+/// the part up to FILE goes to the option parser. Other command lines are
+/// returned whole.
+fn split_program_args(argv: Vec<OsString>) -> (Vec<OsString>, Vec<OsString>) {
+    if argv.get(1).map(|a| a.as_os_str()) != Some(OsStr::new("run")) {
+        return (argv, Vec::new());
+    }
+    let mut i = 2;
+    while i < argv.len() {
+        let a = argv[i].as_os_str();
+        if a == "--" {
+            // the next word is FILE, whatever it looks like
+            i += 1;
+            break;
+        }
+        if a == "--dump-clif" {
+            i += 2; // the option and its METHOD
+            continue;
+        }
+        if a.as_encoded_bytes().starts_with(b"-") && a.len() > 1 {
+            i += 1; // another option: clap accepts or rejects it
+            continue;
+        }
+        break;
+    }
+    if i >= argv.len() {
+        return (argv, Vec::new());
+    }
+    let mut parsed = argv;
+    let program = parsed.split_off(i + 1);
+    (parsed, program)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (argv, program_args) = split_program_args(std::env::args_os().collect());
+    let cli = Cli::parse_from(argv);
     match cli.cmd {
         Cmd::Run {
             file,
-            args,
+            args: _,
             dump_clif,
         } => {
+            let mut args = Vec::with_capacity(program_args.len());
+            for (i, a) in program_args.into_iter().enumerate() {
+                match a.into_string() {
+                    Ok(s) => args.push(s),
+                    Err(a) => {
+                        return fail(
+                            &format!(
+                                "kiln: program argument {} is not valid UTF-8: {}",
+                                i + 1,
+                                a.to_string_lossy()
+                            ),
+                            2,
+                        )
+                    }
+                }
+            }
             // JIT hook: `--dump-clif`.
             if let Some(m) = &dump_clif {
                 kiln::jit::set_dump_clif(m);
