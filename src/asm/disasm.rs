@@ -32,7 +32,7 @@ pub fn disassemble(lib: &Library) -> String {
     };
     out.free(0, &format!(".library {}", lib.name));
     for i in &lib.imports {
-        out.free(0, &format!(".import {i}"));
+        out.at(0, i.line, &format!(".import {}", i.name));
     }
     for t in &lib.types {
         out.type_def(lib, t);

@@ -15,9 +15,9 @@ use super::lexer::{lex, Tok, Token};
 use super::{AsmError, AsmErrorKind};
 use crate::bytecode::{self, Op, Operand, OperandKind};
 use crate::library::{
-    Access, AttrArg, AttrValue, Attribute, FieldDef, Handler, HandlerKind, Library, LineEntry,
-    MemberKind, MemberRef, MethodDef, MethodFlags, Mutability, Prim, PropertyDef, TypeDef,
-    TypeKind, TypeSig, Var, OBJECT, STRING,
+    Access, AttrArg, AttrValue, Attribute, FieldDef, Handler, HandlerKind, Import, Library,
+    LineEntry, MemberKind, MemberRef, MethodDef, MethodFlags, Mutability, Prim, PropertyDef,
+    TypeDef, TypeKind, TypeSig, Var, OBJECT, STRING,
 };
 use std::collections::HashMap;
 
@@ -492,7 +492,10 @@ impl Parser<'_> {
                                 );
                             } else {
                                 imports.insert(n.clone(), nt.line);
-                                self.lib.imports.push(n);
+                                self.lib.imports.push(Import {
+                                    name: n,
+                                    line: nt.line,
+                                });
                             }
                         }
                         Err(e) => {

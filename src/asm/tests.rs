@@ -341,7 +341,13 @@ fn huge_integer_is_an_error_not_a_panic() {
 fn assembles_the_full_program() {
     let lib = asm(FULL);
     assert_eq!(lib.name, "geometry");
-    assert_eq!(lib.imports, vec!["other".to_string()]);
+    assert_eq!(
+        lib.imports,
+        vec![crate::library::Import {
+            name: "other".to_string(),
+            line: 3
+        }]
+    );
     let names: Vec<&str> = lib.types.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(
         names,

@@ -153,8 +153,8 @@ pub(super) fn inspect(lib: &Library) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "library {}", lib.name);
     let _ = writeln!(out, "imports ({}):", lib.imports.len());
-    for (i, name) in lib.imports.iter().enumerate() {
-        let _ = writeln!(out, "  [{i}] {name}");
+    for (i, imp) in lib.imports.iter().enumerate() {
+        let _ = writeln!(out, "  [{i}] {} (line {})", imp.name, imp.line);
     }
     let _ = writeln!(out, "string literals ({}):", lib.strings.len());
     for (i, s) in lib.strings.iter().enumerate() {

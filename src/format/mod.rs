@@ -71,7 +71,7 @@ use std::fmt;
 pub const MAGIC: [u8; 4] = *b"KLIB";
 /// Format major version written and read by this build. A file with another
 /// major version is rejected.
-pub const VERSION_MAJOR: u16 = 1;
+pub const VERSION_MAJOR: u16 = 2;
 /// Format minor version written by this build. Files with a minor version up
 /// to this one are read; newer minors are rejected.
 pub const VERSION_MINOR: u16 = 0;

@@ -16,9 +16,9 @@ use super::codes::*;
 use super::{FormatError, HEADER_SIZE, MAGIC, MAX_SIG_DEPTH, NONE, VERSION_MAJOR, VERSION_MINOR};
 use crate::bytecode::{decode_all, DecodeError, Operand};
 use crate::library::{
-    field_flags_decode, AttrArg, AttrValue, Attribute, FieldDef, Handler, HandlerKind, Library,
-    LineEntry, MemberKind, MemberRef, MethodDef, MethodFlags, PropertyDef, TypeDef, TypeKind,
-    TypeSig, Var,
+    field_flags_decode, AttrArg, AttrValue, Attribute, FieldDef, Handler, HandlerKind, Import,
+    Library, LineEntry, MemberKind, MemberRef, MethodDef, MethodFlags, PropertyDef, TypeDef,
+    TypeKind, TypeSig, Var,
 };
 use std::collections::HashMap;
 
@@ -27,6 +27,7 @@ type Result<T> = std::result::Result<T, FormatError>;
 /// Minimum encoded sizes of table elements, used to bound counts.
 mod min {
     pub const STR_REF: usize = 4;
+    pub const IMPORT: usize = 8;
     pub const HEAP_ENTRY: usize = 4;
     pub const SIG: usize = 1;
     pub const MEMBER_REF: usize = 9;
@@ -614,10 +615,12 @@ impl<'a> Reader<'a> {
 
     fn library(&mut self) -> Result<Library> {
         let name = self.str("library name")?;
-        let n = self.meta.count("import", min::STR_REF)?;
+        let n = self.meta.count("import", min::IMPORT)?;
         let mut imports = Vec::with_capacity(n);
         for _ in 0..n {
-            imports.push(self.str("import name")?);
+            let name = self.str("import name")?;
+            let line = self.meta.u32("import line")?;
+            imports.push(Import { name, line });
         }
         let n = self.meta.count("string literal", min::STR_REF)?;
         let mut strings = Vec::with_capacity(n);

@@ -342,7 +342,16 @@ fn rich() -> Library {
 
     Library {
         name: "geometry".into(),
-        imports: vec!["other".into(), "more_ünïcode".into()],
+        imports: vec![
+            Import {
+                name: "other".into(),
+                line: 2,
+            },
+            Import {
+                name: "more_ünïcode".into(),
+                line: 0,
+            },
+        ],
         strings: vec![
             "hello".into(),
             String::new(),
@@ -434,7 +443,7 @@ fn empty_library_round_trips() {
 fn header_layout() {
     let bytes = write(&rich());
     assert_eq!(&bytes[0..4], b"KLIB");
-    assert_eq!(&bytes[4..8], &[1, 0, 0, 0]);
+    assert_eq!(&bytes[4..8], &[2, 0, 0, 0]);
     assert_eq!(u32_at(&bytes, header::FLAGS), 0);
     assert_eq!(u32_at(&bytes, header::HEAP_OFF) as usize, HEADER_SIZE);
     let heap_len = u32_at(&bytes, header::HEAP_LEN) as usize;
@@ -557,23 +566,26 @@ fn error_bad_magic() {
 
 #[test]
 fn error_unsupported_version() {
-    let mut b = write(&rich());
-    b[header::MAJOR] = 2;
-    assert_eq!(
-        err(&b),
-        FormatError::UnsupportedVersion {
-            offset: 4,
-            major: 2,
-            minor: 0
-        }
-    );
+    for major in [1, 3] {
+        // 1.x had no import lines: a layout change, so a major bump
+        let mut b = write(&rich());
+        b[header::MAJOR] = major;
+        assert_eq!(
+            err(&b),
+            FormatError::UnsupportedVersion {
+                offset: 4,
+                major: major as u16,
+                minor: 0
+            }
+        );
+    }
     let mut b = write(&rich());
     b[header::MINOR] = 1;
     assert_eq!(
         err(&b),
         FormatError::UnsupportedVersion {
             offset: 4,
-            major: 1,
+            major: 2,
             minor: 1
         }
     );
@@ -861,7 +873,10 @@ fn error_non_canonical() {
     // Library name refers to heap entry 1 before entry 0 was used.
     let lib = Library {
         name: "a".into(),
-        imports: vec!["b".into()],
+        imports: vec![Import {
+            name: "b".into(),
+            line: 3,
+        }],
         ..Default::default()
     };
     let mut b = write(&lib);

@@ -232,7 +232,8 @@ impl<'a> Writer<'a> {
         self.str(&lib.name);
         self.count(lib.imports.len(), "import count");
         for i in &lib.imports {
-            self.str(i);
+            self.str(&i.name);
+            self.u32(i.line);
         }
         self.count(lib.strings.len(), "string literal count");
         for s in &lib.strings {

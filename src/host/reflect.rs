@@ -115,8 +115,8 @@ impl<'a> LibraryInfo<'a> {
         self.file
     }
 
-    /// The libraries it imports.
-    pub fn imports(&self) -> &'a [String] {
+    /// The libraries it imports (names and the lines of their `.import`s).
+    pub fn imports(&self) -> &'a [crate::library::Import] {
         &self.lib.imports
     }
 

@@ -136,7 +136,8 @@ pub(crate) fn load_program(sources: &[Source]) -> Result<(Program, Vec<String>),
     let mut i = 0;
     while i < entries.len() {
         let imports = entries[i].lib.imports.clone();
-        for name in imports {
+        for imp in imports {
+            let (name, line) = (imp.name, imp.line);
             if name == "std" || entries.iter().any(|e| e.lib.name == name) {
                 continue;
             }
@@ -150,6 +151,7 @@ pub(crate) fn load_program(sources: &[Source]) -> Result<(Program, Vec<String>),
             let Some(found) = found else {
                 errors.push(LoadError::ImportNotFound {
                     file: entries[i].file.clone(),
+                    line,
                     name: name.clone(),
                     searched: dirs.iter().map(|d| d.display().to_string()).collect(),
                 });
@@ -157,8 +159,10 @@ pub(crate) fn load_program(sources: &[Source]) -> Result<(Program, Vec<String>),
             };
             match read_library(&found) {
                 Ok(l) if l.name != name => errors.push(LoadError::ImportNameMismatch {
-                    file: found.display().to_string(),
+                    file: entries[i].file.clone(),
+                    line,
                     expected: name.clone(),
+                    path: found.display().to_string(),
                     found: l.name,
                 }),
                 Ok(l) => entries.push(Entry {
@@ -195,16 +199,24 @@ pub(crate) fn load_program(sources: &[Source]) -> Result<(Program, Vec<String>),
                 .map(|&s| entries[s].lib.name.clone())
                 .collect();
             cycle.push(entries[i].lib.name.clone());
+            let last = &entries[*stack.last().unwrap_or(&i)];
+            let line = last
+                .lib
+                .imports
+                .iter()
+                .find(|m| m.name == entries[i].lib.name)
+                .map_or(0, |m| m.line);
             errors.push(LoadError::ImportCycle {
-                file: entries[*stack.last().unwrap_or(&i)].file.clone(),
+                file: last.file.clone(),
+                line,
                 cycle,
             });
             return;
         }
         state[i] = 1;
         stack.push(i);
-        for name in &entries[i].lib.imports {
-            if let Some(j) = entries.iter().position(|e| e.lib.name == *name) {
+        for imp in &entries[i].lib.imports {
+            if let Some(j) = entries.iter().position(|e| e.lib.name == imp.name) {
                 visit(j, entries, state, stack, order, errors);
             }
         }

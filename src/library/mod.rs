@@ -451,13 +451,23 @@ pub struct MemberRef {
     pub kind: MemberKind,
 }
 
+/// `.import name`: a library this one needs, and the line that names it
+/// (load errors about the import point there).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Import {
+    /// The imported library's name.
+    pub name: String,
+    /// Source line of the `.import`.
+    pub line: u32,
+}
+
 /// One library: the unit of assembly, serialisation and loading.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Library {
     /// `.library name`.
     pub name: String,
-    /// `.import`ed library names, in order.
-    pub imports: Vec<String>,
+    /// `.import`ed libraries, in order.
+    pub imports: Vec<Import>,
     /// String literals used by `ldstr`, deduplicated, in first-use order.
     pub strings: Vec<String>,
     /// Types used by `newarr`, `isinst`, `castclass`, `ldelem`, `stelem`, `catch`.

@@ -42,6 +42,8 @@ pub enum LoadError {
     ImportNotFound {
         /// The importing file.
         file: String,
+        /// Line of its `.import`.
+        line: u32,
         /// The imported name.
         name: String,
         /// Directories searched.
@@ -49,17 +51,23 @@ pub enum LoadError {
     },
     /// A found library's `.library` name is not the imported name.
     ImportNameMismatch {
-        /// The found file.
+        /// The importing file.
         file: String,
+        /// Line of its `.import`.
+        line: u32,
         /// The imported name.
         expected: String,
-        /// Its `.library` name.
+        /// The file found for it.
+        path: String,
+        /// That file's `.library` name.
         found: String,
     },
     /// Libraries import each other in a cycle.
     ImportCycle {
         /// The file closing the cycle.
         file: String,
+        /// Line of its `.import` that closes it.
+        line: u32,
         /// The library names along the cycle.
         cycle: Vec<String>,
     },
@@ -118,15 +126,17 @@ impl fmt::Display for LoadError {
             LoadError::Io { file, error } => write!(f, "{file}: cannot read: {error}"),
             LoadError::Format { file, error } => write!(f, "{file}: {error}"),
             LoadError::Asm(e) => write!(f, "{e}"),
-            LoadError::ImportNotFound { file, name, searched } => write!(
+            LoadError::ImportNotFound { file, line, name, searched } => write!(
                 f,
-                "{file}:1: import {name}: no {name}.klib or {name}.kasm in {}",
+                "{file}:{line}: import {name}: no {name}.klib or {name}.kasm in {}",
                 if searched.is_empty() { "any directory".to_string() } else { searched.join(", ") }
             ),
-            LoadError::ImportNameMismatch { file, expected, found } => {
-                write!(f, "{file}:1: imported as {expected} but the library is named {found}")
+            LoadError::ImportNameMismatch { file, line, expected, path, found } => {
+                write!(f, "{file}:{line}: import {expected}: {path} is library {found}, not {expected}")
             }
-            LoadError::ImportCycle { file, cycle } => write!(f, "{file}:1: import cycle: {}", cycle.join(" -> ")),
+            LoadError::ImportCycle { file, line, cycle } => {
+                write!(f, "{file}:{line}: import cycle: {}", cycle.join(" -> "))
+            }
             LoadError::DuplicateClass { file, line, name, first } => {
                 write!(f, "{file}:{line}: class {name} is already defined by library {first}")
             }
@@ -204,7 +214,8 @@ impl Loader {
     fn add(&mut self, lib: Library, path: &Path) {
         let file = path.display().to_string();
         self.stack.push(lib.name.clone());
-        for name in lib.imports.clone() {
+        for imp in lib.imports.clone() {
+            let (name, line) = (imp.name, imp.line);
             if name == "std" || self.libs.iter().any(|l| l.name == name) {
                 continue;
             }
@@ -213,6 +224,7 @@ impl Loader {
                 cycle.push(name.clone());
                 self.errors.push(LoadError::ImportCycle {
                     file: file.clone(),
+                    line,
                     cycle,
                 });
                 continue;
@@ -227,6 +239,7 @@ impl Loader {
             let Some(found) = found else {
                 self.errors.push(LoadError::ImportNotFound {
                     file: file.clone(),
+                    line,
                     name: name.clone(),
                     searched: dirs.iter().map(|d| d.display().to_string()).collect(),
                 });
@@ -234,8 +247,10 @@ impl Loader {
             };
             match read_library(&found) {
                 Ok(l) if l.name != name => self.errors.push(LoadError::ImportNameMismatch {
-                    file: found.display().to_string(),
+                    file: file.clone(),
+                    line,
                     expected: name.clone(),
+                    path: found.display().to_string(),
                     found: l.name,
                 }),
                 Ok(l) => self.add(l, &found),

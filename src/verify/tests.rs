@@ -105,7 +105,7 @@ fn jit_test_cases_report_their_errors() {
         let mut libs = vec![std_lib()];
         let mut files = vec!["std.kasm".to_string()];
         for imp in &l.imports {
-            let f = format!("{imp}.kasm");
+            let f = format!("{}.kasm", imp.name);
             let text = std::fs::read_to_string(dir.join("lib").join(&f)).expect("imported library");
             libs.push(assemble(&text, &f).expect("imported library assembles"));
             files.push(f);
