@@ -930,7 +930,7 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
         let st = vi.stack.as_deref().unwrap_or(&[]);
         depths.push(st.len() as u32);
         for (p, t) in st.iter().enumerate() {
-            if matches!(t, VType::Ref(_) | VType::Null) {
+            if t.is_ref() {
                 stack_refs.push(p as u32);
             }
         }

@@ -52,7 +52,7 @@ pub fn clif_type(t: &VType) -> Type {
         VType::I64 => types::I64,
         VType::F32 => types::F32,
         VType::F64 => types::F64,
-        VType::Ptr | VType::Null | VType::Ref(_) => PTR,
+        VType::Ptr | VType::Null | VType::Ref(_) | VType::Join(_) => PTR,
     }
 }
 
@@ -269,11 +269,7 @@ impl<'a, 'f> Tx<'a, 'f> {
             .insns
             .get(i)
             .and_then(|v| v.stack.as_ref())
-            .map(|s| {
-                s.iter()
-                    .map(|t| matches!(t, VType::Ref(_) | VType::Null))
-                    .collect()
-            })
+            .map(|s| s.iter().map(VType::is_ref).collect())
             .unwrap_or_default()
     }
 
@@ -394,10 +390,9 @@ impl<'a, 'f> Tx<'a, 'f> {
     fn needs_frame_record(&self) -> bool {
         let holds_refs = !self.ref_vars.is_empty()
             || self.info.insns.iter().any(|v| {
-                v.stack.as_ref().is_some_and(|s| {
-                    s.iter()
-                        .any(|t| matches!(t, VType::Ref(_) | VType::Null | VType::Ptr))
-                })
+                v.stack
+                    .as_ref()
+                    .is_some_and(|s| s.iter().any(|t| t.is_ref() || *t == VType::Ptr))
             });
         // A non-leaf (`interp::is_leaf`) has a safepoint besides the entry poll.
         self.has_regions() || (holds_refs && !self.code.leaf)

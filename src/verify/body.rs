@@ -3,9 +3,10 @@
 //!
 //! The abstract interpretation is a worklist over instruction indices. A
 //! state is the list of stack types; states only grow up the lattice (a
-//! reference type widens to a common superclass / interface / `object`, `null`
-//! to any reference), so each instruction is revisited a bounded number of
-//! times; an explicit work bound turns pathological input into an error.
+//! reference type widens to its most specific common supertypes, a `Join` of
+//! several or `object`, `null` to any reference), so each instruction is
+//! revisited a bounded number of times; an explicit work bound turns
+//! pathological input into an error.
 //!
 //! Error recovery: an instruction with wrong operand types reports the error
 //! and still propagates its natural result types (marked *tainted*, which
@@ -23,6 +24,7 @@ use crate::library::{
 };
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::slice::from_ref;
 
 /// Most stack cells (summed over all instructions' states) one method may need.
 const MAX_CELLS: usize = 1 << 24;
@@ -277,6 +279,7 @@ impl<'a> Verifier<'a, '_> {
             TypeSig::Class(_) | TypeSig::Array(_) => match v {
                 VType::Null => true,
                 VType::Ref(s) => self.p.assignable(s, t),
+                VType::Join(ss) => ss.iter().any(|s| self.p.assignable(s, t)),
                 _ => false,
             },
         }
@@ -797,9 +800,9 @@ impl<'a> Verifier<'a, '_> {
                 let a = st.pop().unwrap_or(V::Null);
                 let ok = match &a {
                     V::Null => true,
-                    V::Ref(t @ TypeSig::Class(_)) => {
+                    V::Ref(TypeSig::Class(_)) | V::Join(_) => {
                         self.p.class(EXCEPTION).is_some()
-                            && self.p.assignable(t, &TypeSig::class(EXCEPTION))
+                            && self.fits(&a, &TypeSig::class(EXCEPTION))
                     }
                     _ => false,
                 };
@@ -1009,10 +1012,76 @@ impl Flow {
 fn join(p: &Program, a: &VType, b: &VType) -> Option<VType> {
     match (a, b) {
         _ if a == b => Some(a.clone()),
-        (VType::Null, VType::Ref(_)) => Some(b.clone()),
-        (VType::Ref(_), VType::Null) => Some(a.clone()),
-        (VType::Ref(x), VType::Ref(y)) => Some(VType::Ref(join_refs(p, x, y))),
+        (VType::Null, VType::Ref(_) | VType::Join(_)) => Some(b.clone()),
+        (VType::Ref(_) | VType::Join(_), VType::Null) => Some(a.clone()),
+        (VType::Ref(x), VType::Ref(y)) => Some(join_ref_sets(p, from_ref(x), from_ref(y))),
+        (VType::Ref(x), VType::Join(ys)) => Some(join_ref_sets(p, from_ref(x), ys)),
+        (VType::Join(xs), VType::Ref(y)) => Some(join_ref_sets(p, xs, from_ref(y))),
+        (VType::Join(xs), VType::Join(ys)) => Some(join_ref_sets(p, xs, ys)),
         _ => None,
+    }
+}
+
+/// Every class and interface a value of class or interface `t` may be used
+/// as, `t` included (`object` left out); `None` for arrays and unknown names.
+fn supertypes(p: &Program, t: &TypeSig) -> Option<Vec<ClassId>> {
+    let TypeSig::Class(n) = t else { return None };
+    let id = p.class(n)?;
+    let mut out = p.ancestors(id);
+    for i in p.interfaces_of(id) {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out.retain(|&c| p.def(c).name != OBJECT);
+    Some(out)
+}
+
+/// The join of two reference types, each given as the set of types its
+/// values are assignable to all of (a `Ref` is a set of one): the most
+/// specific types that both sides are assignable to. One type is a `Ref`;
+/// several (say a common base class and an interface it does not implement)
+/// are a `Join`; none is `object`. Arrays (assignable only to themselves and
+/// `object`) keep the single-type rule of [`join_refs`]. The result is never
+/// lower than either side, so the verifier's fixed point still terminates.
+pub(super) fn join_ref_sets(p: &Program, xs: &[TypeSig], ys: &[TypeSig]) -> VType {
+    if let ([x], [y]) = (xs, ys) {
+        if p.assignable(x, y) {
+            return VType::Ref(y.clone());
+        }
+        if p.assignable(y, x) {
+            return VType::Ref(x.clone());
+        }
+    }
+    let all = |ts: &[TypeSig]| -> Option<Vec<ClassId>> {
+        let mut out = Vec::new();
+        for t in ts {
+            for c in supertypes(p, t)? {
+                if !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+        }
+        Some(out)
+    };
+    let (Some(xa), Some(ya)) = (all(xs), all(ys)) else {
+        return match (xs, ys) {
+            ([x], [y]) => VType::Ref(join_refs(p, x, y)),
+            _ => VType::Ref(TypeSig::class(OBJECT)),
+        };
+    };
+    let common: Vec<ClassId> = xa.into_iter().filter(|c| ya.contains(c)).collect();
+    let mut minimal: Vec<TypeSig> = common
+        .iter()
+        .copied()
+        .filter(|&c| !common.iter().any(|&d| d != c && p.class_assignable(d, c)))
+        .map(|c| TypeSig::Class(p.def(c).name.clone()))
+        .collect();
+    minimal.sort_by_key(|t| t.to_string());
+    match minimal.len() {
+        0 => VType::Ref(TypeSig::class(OBJECT)),
+        1 => VType::Ref(minimal.swap_remove(0)),
+        _ => VType::Join(minimal.into_boxed_slice()),
     }
 }
 

@@ -63,6 +63,12 @@ pub enum VType {
     Null,
     /// A reference of static type `Class(name)` or `Array(elem)`.
     Ref(TypeSig),
+    /// A reference where paths with unrelated classes meet: it is assignable
+    /// to each of these classes and interfaces (at least two, none assignable
+    /// to another, sorted by name; never `object` or an array). For example
+    /// classes `A : Base implements I` and `B : Base implements I` merge to
+    /// `Base & I`, so the value may be used as either.
+    Join(Box<[TypeSig]>),
 }
 
 impl VType {
@@ -80,9 +86,9 @@ impl VType {
         }
     }
 
-    /// True for `Null` and `Ref`.
+    /// True for `Null`, `Ref` and `Join`: the values the collector traces.
     pub fn is_ref(&self) -> bool {
-        matches!(self, VType::Null | VType::Ref(_))
+        matches!(self, VType::Null | VType::Ref(_) | VType::Join(_))
     }
 
     /// True for `I32` and `I64`.
@@ -106,6 +112,15 @@ impl fmt::Display for VType {
             VType::Ptr => f.write_str("ptr"),
             VType::Null => f.write_str("null"),
             VType::Ref(t) => write!(f, "{t}"),
+            VType::Join(ts) => {
+                for (i, t) in ts.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(" & ")?;
+                    }
+                    write!(f, "{t}")?;
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -265,6 +265,30 @@ fn references_merge_to_class_interface_or_object() {
         TypeSig::class("Object")
     );
     assert_eq!(body::join_refs(&p, &arr("A"), &arr("A")), arr("A"));
+
+    // the join the verifier uses keeps every most specific common type
+    let c = TypeSig::class;
+    let s = |a: &[&str], b: &[&str]| {
+        let v = |x: &[&str]| x.iter().map(|n| c(n)).collect::<Vec<_>>();
+        body::join_ref_sets(&p, &v(a), &v(b))
+    };
+    let both = |a: &str, b: &str| VType::Join(vec![c(a), c(b)].into_boxed_slice());
+    assert_eq!(s(&["A"], &["B"]), both("Base", "Shape"));
+    assert_eq!(s(&["C"], &["D"]), both("Other", "Shape"));
+    assert_eq!(s(&["A"], &["C"]), VType::Ref(c("Shape")));
+    assert_eq!(s(&["A"], &["Base"]), VType::Ref(c("Base")));
+    assert_eq!(s(&["A"], &["String"]), VType::Ref(c("Object")));
+    // joining again moves up or stays: a fixed point is reached
+    assert_eq!(s(&["Base", "Shape"], &["A"]), both("Base", "Shape"));
+    assert_eq!(s(&["Base", "Shape"], &["C"]), VType::Ref(c("Shape")));
+    assert_eq!(
+        s(&["Other", "Shape"], &["Base", "Shape"]),
+        VType::Ref(c("Shape"))
+    );
+    assert_eq!(
+        body::join_ref_sets(&p, &[arr("A")], &[c("A")]),
+        VType::Ref(c("Object"))
+    );
 }
 
 #[test]
