@@ -639,7 +639,18 @@ fn check_verified(p: &Program, v: &verify::Verified) -> Result<(), String> {
                     ));
                 }
                 for t in stack {
-                    if let verify::VType::Ref(sig) = t {
+                    let sigs: &[TypeSig] = match t {
+                        verify::VType::Ref(sig) => std::slice::from_ref(sig),
+                        verify::VType::Join(sigs) if sigs.len() >= 2 => sigs,
+                        verify::VType::Join(_) => {
+                            return Err(format!(
+                                "accepted: a Join of fewer than two types at {here} @{}",
+                                vi.offset
+                            ))
+                        }
+                        _ => &[],
+                    };
+                    for sig in sigs {
                         let mut e = sig;
                         while let TypeSig::Array(inner) = e {
                             e = inner;
