@@ -32,6 +32,9 @@
 //! `KILN_FUZZ_TIMEOUT_MS=ms` (per input), `KILN_FUZZ_REPLAY=file` (run one
 //! input, the target taken from the file name prefix). See docs/security.md.
 
+#[path = "fuzz/targets.rs"]
+mod targets;
+
 use kiln::bytecode::{self, Insn, Op, Operand, OperandKind};
 use kiln::library::program::Program;
 use kiln::library::{
@@ -146,8 +149,6 @@ static ABORT_FILE: OnceLock<File> = OnceLock::new();
 /// Incremented at the start and end of every input.
 static EPOCH: AtomicU64 = AtomicU64::new(0);
 static BUSY: AtomicBool = AtomicBool::new(false);
-/// Inputs the verifier accepted (statistics).
-static VERIFY_OK: AtomicU64 = AtomicU64::new(0);
 static PANIC_MSG: Mutex<Option<String>> = Mutex::new(None);
 
 fn findings_dir() -> PathBuf {
@@ -296,134 +297,6 @@ fn run_one(
 // Targets
 // ---------------------------------------------------------------------------
 
-fn target_reader(bytes: &[u8]) -> Result<(), String> {
-    match format::read(bytes) {
-        Err(e) => {
-            let _ = e.to_string();
-            if e.offset() > bytes.len() {
-                return Err(format!(
-                    "error offset past the end: offset {} of a {}-byte file: {e}",
-                    e.offset(),
-                    bytes.len()
-                ));
-            }
-            Ok(())
-        }
-        Ok(lib) => {
-            let again = format::write(&lib);
-            if again != bytes {
-                let at = again
-                    .iter()
-                    .zip(bytes)
-                    .position(|(a, b)| a != b)
-                    .unwrap_or(again.len().min(bytes.len()));
-                return Err(format!(
-                    "non-canonical: read accepted bytes that write encodes differently (first difference at byte {at}, lengths {} vs {})",
-                    bytes.len(),
-                    again.len()
-                ));
-            }
-            let _ = format::inspect(&lib);
-            let text = asm::disassemble(&lib);
-            if let Err(errs) = asm::assemble(&text, "dis.kasm") {
-                for e in errs {
-                    let _ = e.to_string();
-                }
-            }
-            Ok(())
-        }
-    }
-}
-
-fn target_assembler(bytes: &[u8]) -> Result<(), String> {
-    let src = String::from_utf8_lossy(bytes);
-    match asm::assemble(&src, "fuzz.kasm") {
-        Err(errs) => {
-            if errs.is_empty() {
-                return Err("assemble: Err with no errors".into());
-            }
-            for e in errs {
-                let _ = e.to_string();
-            }
-            Ok(())
-        }
-        Ok(lib) => {
-            let bytes = format::write(&lib);
-            match format::read(&bytes) {
-                Ok(back) => {
-                    if format::write(&back) != bytes {
-                        return Err(
-                            "write-read: assembled library changes through write/read".into()
-                        );
-                    }
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "write-read: reader rejects an assembled library: {e}"
-                    ))
-                }
-            }
-            let dis = asm::disassemble(&lib);
-            match asm::assemble(&dis, "dis.kasm") {
-                Ok(lib2) => {
-                    if format::write(&lib2) != bytes {
-                        return Err("roundtrip: dis/asm changes the bytes".into());
-                    }
-                }
-                Err(errs) => {
-                    return Err(format!(
-                        "roundtrip: disassembly does not assemble: {}",
-                        errs[0]
-                    ))
-                }
-            }
-            Ok(())
-        }
-    }
-}
-
-fn std_lib() -> &'static Library {
-    static STD: OnceLock<Library> = OnceLock::new();
-    STD.get_or_init(|| {
-        let src = include_str!("../src/runtime/std.kasm");
-        asm::assemble(src, "std.kasm").expect("std.kasm assembles")
-    })
-}
-
-fn target_verifier(bytes: &[u8]) -> Result<(), String> {
-    let Ok(lib) = format::read(bytes) else {
-        return Ok(());
-    };
-    let std = std_lib();
-    let clash = lib.types.iter().any(|t| std.type_named(&t.name).is_some());
-    let (libs, files) = if clash {
-        (vec![lib], vec!["fuzz.klib".to_string()])
-    } else {
-        (
-            vec![std.clone(), lib],
-            vec!["std.kasm".to_string(), "fuzz.klib".to_string()],
-        )
-    };
-    let Ok(program) = Program::new(libs) else {
-        return Ok(());
-    };
-    match verify::verify_program(&program, &files) {
-        Err(errs) => {
-            if errs.is_empty() {
-                return Err("verify: Err with no errors".into());
-            }
-            for e in &errs {
-                let _ = e.to_string();
-            }
-            Ok(())
-        }
-        Ok(v) => {
-            VERIFY_OK.fetch_add(1, Ordering::Relaxed);
-            check_verified(&program, &v)
-        }
-    }
-}
-
 /// Programs the `run` target executed, and how many of their runs hit the
 /// time bound or were compared between the modes (statistics).
 static RUN_EXECUTED: AtomicU64 = AtomicU64::new(0);
@@ -528,7 +401,7 @@ fn target_run(bytes: &[u8]) -> Result<(), String> {
     let Ok(lib) = format::read(bytes) else {
         return Ok(());
     };
-    let std = std_lib();
+    let std = targets::std_lib();
     if lib.types.iter().any(|t| std.type_named(&t.name).is_some()) {
         return Ok(()); // the loader always adds std: a load error
     }
@@ -572,141 +445,6 @@ fn target_run(bytes: &[u8]) -> Result<(), String> {
             &interp.stderr[..interp.stderr.len().min(2000)],
             &jit.stderr[..jit.stderr.len().min(2000)],
         ));
-    }
-    Ok(())
-}
-
-/// Instruction equality by encoding (so NaN operands compare equal).
-fn same_insn(a: &Insn, b: &Insn) -> bool {
-    let (mut x, mut y) = (Vec::new(), Vec::new());
-    bytecode::encode(&mut x, a.op, &a.operand);
-    if b.op.operand_kind() != a.op.operand_kind() {
-        return false;
-    }
-    bytecode::encode(&mut y, b.op, &b.operand);
-    x == y
-}
-
-/// The locally checkable guarantees of an accepted program.
-fn check_verified(p: &Program, v: &verify::Verified) -> Result<(), String> {
-    for id in p.all_classes() {
-        let def = p.def(id);
-        if def.kind == TypeKind::Interface {
-            continue;
-        }
-        for (mi, m) in def.methods.iter().enumerate() {
-            if !m.has_body() {
-                continue;
-            }
-            let here = format!("{}::{}", def.name, m.name);
-            let mid = kiln::library::program::MemberId {
-                class: id,
-                index: mi as u32,
-            };
-            let Some(info) = v.methods.get(&mid) else {
-                return Err(format!("accepted: no MethodInfo for {here}"));
-            };
-            let Ok(decoded) = bytecode::decode_all(&m.code) else {
-                return Err(format!("accepted: undecodable code in {here}"));
-            };
-            if decoded.is_empty() {
-                return Err(format!("accepted: empty body in {here}"));
-            }
-            if decoded.len() != info.insns.len()
-                || decoded
-                    .iter()
-                    .zip(&info.insns)
-                    .any(|((o, i), vi)| *o != vi.offset || !same_insn(i, &vi.insn))
-            {
-                return Err(format!("accepted: insns differ from the code in {here}"));
-            }
-            if info.max_stack as usize > 1024 {
-                return Err(format!("accepted: max_stack {} in {here}", info.max_stack));
-            }
-            if info.insns[0].stack.as_ref().is_none_or(|s| !s.is_empty()) {
-                return Err(format!("accepted: entry not reachable with [] in {here}"));
-            }
-            let reachable = |off: u32| {
-                info.index_of(off)
-                    .is_some_and(|i| info.insns[i].stack.is_some())
-            };
-            for (i, vi) in info.insns.iter().enumerate() {
-                let Some(stack) = &vi.stack else { continue };
-                if stack.len() > info.max_stack as usize {
-                    return Err(format!(
-                        "accepted: stack deeper than max_stack at {here} @{}",
-                        vi.offset
-                    ));
-                }
-                for t in stack {
-                    let sigs: &[TypeSig] = match t {
-                        verify::VType::Ref(sig) => std::slice::from_ref(sig),
-                        verify::VType::Join(sigs) if sigs.len() >= 2 => sigs,
-                        verify::VType::Join(_) => {
-                            return Err(format!(
-                                "accepted: a Join of fewer than two types at {here} @{}",
-                                vi.offset
-                            ))
-                        }
-                        _ => &[],
-                    };
-                    for sig in sigs {
-                        let mut e = sig;
-                        while let TypeSig::Array(inner) = e {
-                            e = inner;
-                        }
-                        let ok = match e {
-                            TypeSig::Class(n) => p.class(n).is_some(),
-                            TypeSig::Atomic(_) => false,
-                            _ => true,
-                        };
-                        if !ok {
-                            return Err(format!(
-                                "accepted: stack holds a bad reference type {sig} at {here} @{}",
-                                vi.offset
-                            ));
-                        }
-                    }
-                }
-                if vi.insn.op == Op::Ret && stack.len() != m.ret.is_some() as usize {
-                    return Err(format!(
-                        "accepted: ret with {} stack values at {here} @{}",
-                        stack.len(),
-                        vi.offset
-                    ));
-                }
-                let targets: Vec<u32> = match &vi.insn.operand {
-                    Operand::Target(t) => vec![*t],
-                    Operand::Switch(ts) => ts.clone(),
-                    _ => Vec::new(),
-                };
-                for t in targets {
-                    if !reachable(t) {
-                        return Err(format!(
-                            "accepted: branch to a non-instruction or untyped target at {here} @{} -> {t}",
-                            vi.offset
-                        ));
-                    }
-                }
-                if !vi.insn.op.is_terminator() {
-                    match info.insns.get(i + 1) {
-                        Some(n) if n.stack.is_some() => {}
-                        Some(_) => {
-                            return Err(format!(
-                                "accepted: fall-through to untyped code at {here} @{}",
-                                vi.offset
-                            ))
-                        }
-                        None => {
-                            return Err(format!(
-                                "accepted: falls off the end at {here} @{}",
-                                vi.offset
-                            ))
-                        }
-                    }
-                }
-            }
-        }
     }
     Ok(())
 }
@@ -1229,11 +967,15 @@ struct Names {
 }
 
 fn names_of(lib: &Library) -> Names {
-    let mut classes: Vec<String> = std_lib().types.iter().map(|t| t.name.clone()).collect();
+    let mut classes: Vec<String> = targets::std_lib()
+        .types
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
     classes.extend(lib.types.iter().map(|t| t.name.clone()));
     classes.push("Nope".into());
     let mut members: Vec<String> = vec!["ctor".into(), "cctor".into(), "main".into()];
-    for t in lib.types.iter().chain(&std_lib().types) {
+    for t in lib.types.iter().chain(&targets::std_lib().types) {
         members.extend(t.methods.iter().map(|m| m.name.clone()));
         members.extend(t.fields.iter().map(|f| f.name.clone()));
     }
@@ -1758,9 +1500,9 @@ type TargetFn = fn(&[u8]) -> Result<(), String>;
 
 fn target_fn(name: &str) -> Option<TargetFn> {
     match name {
-        "reader" => Some(target_reader),
-        "assembler" => Some(target_assembler),
-        "verifier" => Some(target_verifier),
+        "reader" => Some(targets::target_reader),
+        "assembler" => Some(targets::target_assembler),
+        "verifier" => Some(targets::target_verifier),
         "run" => Some(target_run),
         _ => None,
     }
@@ -1911,7 +1653,7 @@ fn fuzz(target: &'static str, iters: u64, seed: u64, seeds: &Seeds) -> Report {
         }
     }
     let verified = match target {
-        "verifier" => format!(", {} verified", VERIFY_OK.load(Ordering::Relaxed)),
+        "verifier" => format!(", {} verified", targets::VERIFY_OK.load(Ordering::Relaxed)),
         "run" => format!(
             ", {} verified and run in both modes, {} of them hit the {:?} bound, {} compared",
             RUN_EXECUTED.load(Ordering::Relaxed),

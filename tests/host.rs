@@ -1307,3 +1307,78 @@ fn deep_trace_keeps_both_ends_through_a_native_rethrow() {
         assert_eq!((x.trace.len(), x.omitted), (14, 0), "{mode:?}");
     }
 }
+
+/// Unbounded recursion that passes through a host native on every level
+/// (managed -> native -> `vm.call` -> managed -> ...) ends in a catchable
+/// `StackOverflowException`, never a fault on the thread's guard page: each
+/// nested host call keeps the limit of the call that encloses it instead of
+/// computing a new one from the little stack that is left.
+#[test]
+fn unbounded_recursion_through_a_native_raises_stack_overflow() {
+    let src = r#".library rec
+.class public R {
+  .method public static native again(n: i64) -> i64
+  .method public static down(n: i64) -> i64 {
+    ldarg n
+    ldc.i64 1
+    add
+    call R::again
+    ret
+  }
+  .method public static guarded(n: i64) -> i64 {
+    .locals (r: i64)
+    .try {
+      ldarg n
+      call R::down
+      stloc r
+      leave done
+    } catch StackOverflowException {
+      pop
+      ldc.i64 -1
+      stloc r
+      leave done
+    }
+  done:
+    ldloc r
+    ret
+  }
+}
+"#;
+    for mode in MODES {
+        for stack in [2usize << 20, 8 << 20] {
+            let depth = Arc::new(AtomicUsize::new(0));
+            let mut l = Linker::new();
+            let d = depth.clone();
+            l.func(
+                "R",
+                "again",
+                move |c: &mut Caller, n: i64| -> Result<i64, Throw> {
+                    d.fetch_max(n as usize, Ordering::Relaxed);
+                    Ok(c.vm().call("R::down", &[Value::I64(n)])?.as_i64().unwrap())
+                },
+            )
+            .unwrap();
+            let vm = Vm::new(&config(mode), &l, &[Source::kasm("rec", src)]).unwrap();
+            let (uncaught, caught, vm) = std::thread::Builder::new()
+                .stack_size(stack)
+                .spawn(move || {
+                    let e = vm.call("R::down", &[Value::I64(0)]).unwrap_err();
+                    let c = vm.call("R::guarded", &[Value::I64(0)]);
+                    (e, c, vm)
+                })
+                .unwrap()
+                .join()
+                .unwrap();
+            let x = uncaught.exception().unwrap_or_else(|| panic!("{uncaught}"));
+            assert_eq!(x.class, "StackOverflowException", "{mode:?} {stack}");
+            assert!(depth.load(Ordering::Relaxed) > 10, "{mode:?} {stack}");
+            // caught inside managed code at the bottom-most level it reached
+            assert_eq!(caught.unwrap(), Value::I64(-1), "{mode:?} {stack}");
+            // and the Vm goes on working on this thread and another
+            assert_eq!(
+                vm.call("R::guarded", &[Value::I64(0)]).unwrap(),
+                Value::I64(-1)
+            );
+        }
+    }
+}
