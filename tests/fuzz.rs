@@ -30,7 +30,9 @@
 //! Environment: `KILN_FUZZ_ITERS=N` (inputs per target), `KILN_FUZZ_TARGET=t`
 //! (only that target, plus the regression inputs), `KILN_FUZZ_SEED=S`,
 //! `KILN_FUZZ_TIMEOUT_MS=ms` (per input), `KILN_FUZZ_REPLAY=file` (run one
-//! input, the target taken from the file name prefix). See docs/security.md.
+//! input, the target taken from the file name prefix), `KILN_FUZZ_RUN_DIR=dir`
+//! (every `.klib` or assembling kasm file under `dir` through the `run`
+//! target, e.g. a libFuzzer corpus). See docs/security.md.
 
 #[path = "fuzz/targets.rs"]
 mod targets;
@@ -1704,10 +1706,69 @@ fn replay(p: &Path) -> Result<(), Failed> {
     }
 }
 
+/// `KILN_FUZZ_RUN_DIR=dir`: every file under `dir` (a `.klib`, or kasm text
+/// that assembles, such as a libFuzzer corpus) through the `run` target:
+/// programs found by coverage feedback, run in both modes and compared.
+fn run_dir(dir: &Path) -> (u64, u64) {
+    start_watchdog();
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            eprintln!("{}: not a readable directory", d.display());
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let f = target_fn("run").unwrap();
+    let (mut runs, mut failed) = (0, 0);
+    for p in &files {
+        let Ok(input) = std::fs::read(p) else {
+            continue;
+        };
+        let bytes = if format::read(&input).is_ok() {
+            input
+        } else {
+            match asm::assemble(&String::from_utf8_lossy(&input), "fuzz.kasm") {
+                Ok(lib) => format::write(&lib),
+                Err(_) => continue,
+            }
+        };
+        runs += 1;
+        if let Some((_, msg)) = run_one("run", &bytes, &f) {
+            failed += 1;
+            let saved = save_finding("run", &bytes);
+            eprintln!("{}: {msg}\n  saved as {}", p.display(), saved.display());
+        }
+    }
+    eprintln!(
+        "run dir {}: {} files, {runs} libraries, {} verified and run in both modes ({} hit the bound, {} compared)",
+        dir.display(),
+        files.len(),
+        RUN_EXECUTED.load(Ordering::Relaxed),
+        RUN_TIMEOUTS.load(Ordering::Relaxed),
+        RUN_COMPARED.load(Ordering::Relaxed),
+    );
+    (runs - failed, failed)
+}
+
 fn main() {
     let mut args = Arguments::from_args();
     // The watchdog, allocation accounting and current input are process-wide.
     args.test_threads = Some(1);
+    if let Ok(d) = std::env::var("KILN_FUZZ_RUN_DIR") {
+        let (passed, failed) = run_dir(Path::new(&d));
+        eprintln!("{passed} passed, {failed} failed");
+        std::process::exit(if failed == 0 { 0 } else { 101 });
+    }
     if let Ok(p) = std::env::var("KILN_FUZZ_REPLAY") {
         let r = replay(Path::new(&p));
         match &r {
