@@ -1231,7 +1231,7 @@ unsafe fn exec(
     // (as in compiled code).
     if !code.leaf {
         safepoint::poll();
-        if t.interrupt_at_entry(mh) {
+        if t.interrupt_at_entry(mh, true) {
             return 0;
         }
     }
@@ -1301,8 +1301,9 @@ unsafe fn exec(
                         at!($cur);
                         safepoint::poll();
                         if t.interrupt.load(Ordering::Relaxed) != 0 {
-                            let f = t.take_interrupt();
-                            raise!(f);
+                            if let Some(f) = t.take_interrupt(true) {
+                                raise!(f);
+                            }
                         }
                     }
                 };
@@ -1375,8 +1376,9 @@ unsafe fn exec(
                         at!(cur + 2);
                         safepoint::poll();
                         if t.interrupt.load(Ordering::Relaxed) != 0 {
-                            let f = t.take_interrupt();
-                            raise_at!(2, f);
+                            if let Some(f) = t.take_interrupt(true) {
+                                raise_at!(2, f);
+                            }
                         }
                     }
                     pc = target;
@@ -1992,9 +1994,10 @@ unsafe fn handler_poll(t: &mut ThreadCtx, code: &Code, posp: *mut u64, pc: usize
     unsafe { *posp = pc as u64 };
     safepoint::poll();
     if t.interrupt.load(Ordering::Relaxed) != 0 {
-        let f = t.take_interrupt();
-        t.raise(f);
-        return true;
+        if let Some(f) = t.take_interrupt(true) {
+            t.raise(f);
+            return true;
+        }
     }
     false
 }

@@ -46,6 +46,8 @@ pub const PTR: Type = types::I64;
 pub enum Helper {
     /// [`helpers::jit_fault`].
     Fault,
+    /// [`helpers::jit_poll_slow`].
+    PollSlow,
     /// [`helpers::jit_throw`].
     Throw,
     /// [`helpers::jit_new_object`].
@@ -74,6 +76,7 @@ impl Helper {
     fn addr(self) -> usize {
         match self {
             Helper::Fault => helpers::jit_fault as *const () as usize,
+            Helper::PollSlow => helpers::jit_poll_slow as *const () as usize,
             Helper::Throw => helpers::jit_throw as *const () as usize,
             Helper::NewObject => helpers::jit_new_object as *const () as usize,
             Helper::NewArray => helpers::jit_new_array as *const () as usize,
@@ -93,6 +96,7 @@ impl Helper {
         use types::{F32, F64, I32};
         match self {
             Helper::Fault => (&[PTR, I32, PTR, PTR], &[]),
+            Helper::PollSlow => (&[PTR], &[I32]),
             Helper::Throw => (&[PTR, PTR], &[]),
             Helper::NewObject => (&[PTR, PTR], &[PTR]),
             Helper::NewArray => (&[PTR, PTR, PTR], &[PTR]),

@@ -48,8 +48,6 @@ pub mod code {
     pub const STACK_OVERFLOW: u32 = 10;
     /// Value stack exhausted (no room for the frame record).
     pub const VALUE_STACK_OVERFLOW: u32 = 11;
-    /// The interrupt word was set at a poll: `ThreadCtx::take_interrupt`.
-    pub const INTERRUPTED: u32 = 12;
 }
 
 /// The instruction names of `code::NULL_IN` (the interpreter's `nonnull!` texts).
@@ -121,10 +119,31 @@ pub unsafe extern "C" fn jit_fault(thread: *mut ThreadCtx, code: u32, a: u64, b:
                 FaultKind::StackOverflow,
                 "stack overflow: the value stack is exhausted",
             ),
-            code::INTERRUPTED => t.take_interrupt(),
             _ => Fault::new(FaultKind::Exception, "internal error: unknown JIT fault"),
         };
         t.raise(f);
+    })
+}
+
+/// The slow path of a poll whose thread's interrupt word is set:
+/// `ThreadCtx::take_interrupt` at a safepoint (it may collect). Returns 1
+/// when an `InterruptedException` is now pending (compiled code then
+/// branches to its exception path), 0 to go on after the poll.
+///
+/// # Safety
+/// `thread` is the live context of the calling thread, which is at a poll
+/// safepoint (its frame's position and live references are stored).
+pub unsafe extern "C" fn jit_poll_slow(thread: *mut ThreadCtx) -> u32 {
+    guard(thread, 1, || {
+        // SAFETY: per this function's contract.
+        let t = unsafe { &mut *thread };
+        match t.take_interrupt(true) {
+            Some(f) => {
+                t.raise(f);
+                1
+            }
+            None => 0,
+        }
     })
 }
 

@@ -356,19 +356,26 @@ impl<'a, 'f> Tx<'a, 'f> {
         let slow = self.b.create_block();
         self.b.set_cold_block(slow);
         self.b.ins().brif(w, slow, &[], cont, &[]);
-        // Every predecessor of these blocks is known now: sealing them lets
-        // the SSA builder pass variables straight through instead of adding
-        // block parameters (which become register moves on the back edge).
+        // Every predecessor of these blocks is known once the slow block's
+        // branch is in: sealing them lets the SSA builder pass variables
+        // straight through instead of adding block parameters (which
+        // become register moves on the back edge).
         self.b.seal_block(slow);
-        self.b.seal_block(cont);
         self.b.switch_to_block(slow);
-        let z = self.b.ins().iconst(types::I64, 0);
-        self.env.raise(&mut self.b, fc::INTERRUPTED, z, z);
+        // The helper may collect (a `COLLECT` request: the poll's
+        // safepoint stores are done) and go on, or make the interrupt
+        // pending and have this frame throw it.
+        let t = self.env.thread;
+        let thrown = self
+            .env
+            .call_helper(&mut self.b, Helper::PollSlow, &[t])
+            .expect("jit_poll_slow returns a value");
         let (tb, targs) = match at {
             Some(i) => self.exc_target(i),
             None => (self.propagate, vec![]),
         };
-        self.b.ins().jump(tb, &targs);
+        self.b.ins().brif(thrown, tb, &targs, cont, &[]);
+        self.b.seal_block(cont);
         self.b.switch_to_block(cont);
     }
 

@@ -499,10 +499,22 @@ impl ThreadCtx {
     }
 
     /// Make `fault` the pending exception (with an empty trace).
+    ///
+    /// The exception object is allocated without a collection (this is not
+    /// a safepoint: compiled code raises faults between its safepoints), so
+    /// when the heap has passed its collection threshold the thread is asked
+    /// to collect at its next poll instead ([`interrupt::COLLECT`]); every
+    /// loop polls, so a loop that only throws and catches stays bounded.
+    ///
+    /// [`interrupt::COLLECT`]: crate::safepoint::interrupt::COLLECT
     pub fn raise(&mut self, fault: Fault) {
         let obj = self.rt().exception_object(&fault);
         self.pending = obj;
         self.trace.clear();
+        let rt = self.rt();
+        if rt.heap.wants_collection(0) && rt.gc.enabled.load(Ordering::Relaxed) {
+            self.interrupt.request_collect();
+        }
     }
 
     /// Throw an existing exception object (fresh trace).
@@ -512,10 +524,27 @@ impl ThreadCtx {
     }
 
     /// The slow path of the check after a safepoint poll: clear the
-    /// interrupt word and return the `InterruptedException` fault to raise.
+    /// interrupt word; collect if it asked for that
+    /// ([`interrupt::COLLECT`]) and `at_safepoint` (the caller is at a
+    /// poll whose frame state the collector can read; otherwise the request
+    /// stays for the next poll); return the `InterruptedException` fault to
+    /// raise, if the word held a reason.
+    ///
+    /// [`interrupt::COLLECT`]: crate::safepoint::interrupt::COLLECT
     #[cold]
-    pub fn take_interrupt(&mut self) -> Fault {
+    pub fn take_interrupt(&mut self, at_safepoint: bool) -> Option<Fault> {
+        use crate::safepoint::interrupt::COLLECT;
         let w = self.interrupt.take();
+        if w & COLLECT != 0 {
+            if !at_safepoint {
+                self.interrupt.request_collect();
+            } else if self.rt().heap.wants_collection(0) {
+                crate::heap::gc::collect(self.rt(), crate::heap::gc::Reason::Threshold);
+            }
+        }
+        if w & !COLLECT == 0 {
+            return None;
+        }
         let msg = match crate::safepoint::interrupt::Reason::from_word(w) {
             Some(crate::safepoint::interrupt::Reason::Deadline) => match self.rt().opts.deadline {
                 Some(d) => format!("deadline of {d:?} exceeded"),
@@ -523,17 +552,20 @@ impl ThreadCtx {
             },
             _ => "interrupted".to_string(),
         };
-        Fault::new(FaultKind::Interrupted, msg)
+        Some(Fault::new(FaultKind::Interrupted, msg))
     }
 
     /// If this thread's interrupt word is set, deliver it as a method-entry
     /// poll does: `InterruptedException` pending with `mh` in the trace.
     /// Returns whether it did (the caller then returns 0 from `mh`).
-    pub fn interrupt_at_entry(&mut self, mh: *const MethodHandle) -> bool {
+    /// `at_safepoint` as for [`ThreadCtx::take_interrupt`].
+    pub fn interrupt_at_entry(&mut self, mh: *const MethodHandle, at_safepoint: bool) -> bool {
         if self.interrupt.load(Ordering::Relaxed) == 0 {
             return false;
         }
-        let f = self.take_interrupt();
+        let Some(f) = self.take_interrupt(at_safepoint) else {
+            return false;
+        };
         self.raise(f);
         self.trace.push(mh);
         true
@@ -591,7 +623,8 @@ pub unsafe fn call_from_host(
     args: *const u64,
 ) -> u64 {
     // SAFETY: `thread` is this thread's live context (caller contract).
-    if unsafe { &mut *thread }.interrupt_at_entry(mh) {
+    // (Not a safepoint: the arguments are only in the host's array.)
+    if unsafe { &mut *thread }.interrupt_at_entry(mh, false) {
         return 0;
     }
     // SAFETY: caller contract.

@@ -66,10 +66,28 @@ impl InterruptWord {
         self.0.load(order)
     }
 
-    /// Set the word to at least `reason` (requests coalesce; a deadline
-    /// outranks a plain interrupt).
+    /// Set the word's reason to at least `reason` (requests coalesce; a
+    /// deadline outranks a plain interrupt), keeping its [`COLLECT`] bit.
     pub fn raise(&self, reason: u32) {
-        if reason != 0 && self.0.fetch_max(reason, Ordering::SeqCst) == 0 {
+        let reason = reason & !COLLECT;
+        if reason == 0 {
+            return;
+        }
+        let old = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+                Some((w & COLLECT) | (w & !COLLECT).max(reason))
+            })
+            .unwrap_or_else(|w| w);
+        if old == 0 {
+            super::adjust_interrupt_hint(1);
+        }
+    }
+
+    /// Ask the thread to collect garbage at its next poll (sets the
+    /// [`COLLECT`] bit; nothing is thrown for it).
+    pub fn request_collect(&self) {
+        if self.0.fetch_or(COLLECT, Ordering::SeqCst) == 0 {
             super::adjust_interrupt_hint(1);
         }
     }
@@ -83,17 +101,26 @@ impl InterruptWord {
         w
     }
 
-    /// Clear the word if it holds `expected`; whether it did.
+    /// Clear the word's reason if it is `expected` (a [`COLLECT`] bit
+    /// stays); whether it did.
     pub fn clear_if(&self, expected: u32) -> bool {
-        let done = expected != 0
-            && self
-                .0
-                .compare_exchange(expected, 0, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok();
-        if done {
-            super::adjust_interrupt_hint(-1);
+        if expected == 0 {
+            return false;
         }
-        done
+        let r = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+                (w & !COLLECT == expected).then_some(w & COLLECT)
+            });
+        match r {
+            Ok(old) => {
+                if old & COLLECT == 0 {
+                    super::adjust_interrupt_hint(-1);
+                }
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 
@@ -105,7 +132,17 @@ impl Drop for InterruptWord {
     }
 }
 
-/// Why a thread is interrupted (the value stored in `ThreadCtx::interrupt`).
+/// Bit of an interrupt word that asks its thread to collect garbage at its
+/// next poll instead of throwing: set when the runtime's own exception
+/// objects (allocated for faults, outside the collection triggers of
+/// ordinary allocation, see `ThreadCtx::raise`) pass the collection
+/// threshold, so a loop that only throws and catches cannot grow the heap
+/// without bound. The poll's slow path (`ThreadCtx::take_interrupt`)
+/// collects there, at a safepoint, and goes on.
+pub const COLLECT: u32 = 1 << 16;
+
+/// Why a thread is interrupted (the value stored in `ThreadCtx::interrupt`,
+/// beside the [`COLLECT`] bit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Reason {
@@ -118,7 +155,7 @@ pub enum Reason {
 impl Reason {
     /// The reason stored in an interrupt word (`None` for 0 or an unknown value).
     pub fn from_word(w: u32) -> Option<Reason> {
-        match w {
+        match w & !COLLECT {
             1 => Some(Reason::Interrupt),
             2 => Some(Reason::Deadline),
             _ => None,

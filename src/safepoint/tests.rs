@@ -578,6 +578,25 @@ fn interrupt_words_set_the_polling_page_hint() {
     w2.raise(interrupt::Reason::Interrupt as u32);
     assert!(w2.clear_if(interrupt::Reason::Interrupt as u32));
     assert!(!w2.clear_if(interrupt::Reason::Interrupt as u32));
+    // A collection request is a bit beside the reason: raising a reason
+    // keeps it, clearing a reason leaves it (and the hint) set.
+    let w4 = interrupt::InterruptWord::new();
+    w4.request_collect();
+    assert_eq!(hint(), 1, "a collection request sets the hint");
+    w4.raise(interrupt::Reason::Deadline as u32);
+    w4.raise(interrupt::Reason::Interrupt as u32);
+    assert_eq!(
+        interrupt::Reason::from_word(w4.load(std::sync::atomic::Ordering::SeqCst)),
+        Some(interrupt::Reason::Deadline)
+    );
+    assert!(w4.clear_if(interrupt::Reason::Deadline as u32));
+    assert_eq!(
+        w4.load(std::sync::atomic::Ordering::SeqCst),
+        interrupt::COLLECT
+    );
+    assert_eq!(hint(), 1, "the collection request still sets the hint");
+    w4.request_collect();
+    assert_eq!(w4.take(), interrupt::COLLECT);
     // A word dropped while set gives its share back too.
     let w3 = interrupt::InterruptWord::new();
     w3.raise(interrupt::Reason::Interrupt as u32);
