@@ -35,7 +35,9 @@
 //!   thread that attaches later (e.g. started by `Thread::start` while the
 //!   deadline fired) is interrupted at its first poll too, so a deadline
 //!   stops all of the runtime's threads, however they race with it.
-//! - The word's value is the [`Reason`]; 0 means no interrupt.
+//! - The word's value is the [`Reason`], or'ed with the [`COLLECT`] bit (a
+//!   request to collect at the next poll, which throws nothing); 0 means
+//!   nothing to do at the next poll.
 
 use super::SafepointError;
 use crate::runtime::{Runtime, ThreadCtx};
