@@ -15,8 +15,9 @@
 //! separately.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kiln::runtime::tables::MethodHandle;
-use kiln::runtime::{call_method, load, ExecMode, Options, Runtime, ThreadCtx};
+use kiln::runtime::{load, ExecMode, Options, Runtime};
+use kiln::vm::tables::MethodHandle;
+use kiln::vm::thread::{call_method, ThreadCtx};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -165,7 +166,7 @@ fn runtime(path: &Path, jit: bool) -> Runtime {
         stack_size: 8 << 20,
         ..Options::default()
     };
-    let rt = Runtime::new(program, files, &verified, opts).expect("lays out");
+    let rt = kiln::engine::new_runtime(program, files, &verified, opts).expect("lays out");
     if jit {
         kiln::jit::install(&rt, verified).expect("a JIT for this host");
     }
@@ -184,7 +185,7 @@ fn method<'a>(rt: &'a Runtime, name: &str) -> &'a MethodHandle {
 fn call(rt: &Runtime, mh: &MethodHandle, args: &[u64]) -> u64 {
     let mut ctx = ThreadCtx::new(rt, 8 << 20);
     // SAFETY: `ctx` outlives the attachment guard, dropped at the end of this function.
-    let _att = unsafe { kiln::heap::gc::attach(rt, &mut ctx) };
+    let _att = unsafe { kiln::runtime::roots::attach(rt, &mut ctx) };
     // SAFETY: a live handle of `rt`; `args` has its arguments.
     let r = unsafe { call_method(&mut ctx, mh, args.as_ptr()) };
     assert!(!ctx.has_pending(), "{} threw", rt.method_name(mh));
@@ -199,7 +200,7 @@ fn loop_time(rt: &Runtime, name: &str, extra: &[u64], iters: u64) -> Duration {
     // The thread context and its attachment are set up outside the timing.
     let mut ctx = ThreadCtx::new(rt, 8 << 20);
     // SAFETY: `ctx` outlives the attachment guard, dropped at the end of this function.
-    let _att = unsafe { kiln::heap::gc::attach(rt, &mut ctx) };
+    let _att = unsafe { kiln::runtime::roots::attach(rt, &mut ctx) };
     let t = Instant::now();
     // SAFETY: a live handle of `rt`; `args` has its arguments.
     let r = unsafe { call_method(&mut ctx, mh, args.as_ptr()) };
@@ -232,7 +233,8 @@ fn compile(c: &mut Criterion) {
     ] {
         let path = root.join(format!("{file}.kasm"));
         let (program, files, verified) = load::load_verified(&path).expect("loads");
-        let rt = Runtime::new(program, files, &verified, Options::default()).expect("lays out");
+        let rt = kiln::engine::new_runtime(program, files, &verified, Options::default())
+            .expect("lays out");
         let mh = method(&rt, name);
         let info = &verified.methods[&mh.member];
         let mut fctx = FunctionBuilderContext::new();

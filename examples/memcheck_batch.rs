@@ -55,7 +55,7 @@ fn main() {
         }
         eprintln!("CASE {n} {file}");
         let code = match kiln::runtime::Options::from_env() {
-            Ok(opts) => kiln::runtime::run_file(Path::new(file), &args, &opts),
+            Ok(opts) => kiln::engine::run_file(Path::new(file), &args, &opts),
             Err(msg) => {
                 eprintln!("kiln: {msg}");
                 2

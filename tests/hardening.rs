@@ -521,7 +521,8 @@ fn wx_mappings() -> Vec<String> {
 
 #[test]
 fn wx_never_during_compilation() {
-    use kiln::runtime::{run_file, ExecMode, Options};
+    use kiln::engine::run_file;
+    use kiln::runtime::{ExecMode, Options};
     let n = 3000;
     let mut s = String::from(".library wx\n.class public Program {\n");
     let _ = writeln!(

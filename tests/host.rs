@@ -1226,7 +1226,7 @@ fn export_import_round_trip_and_errors() {
 
 #[test]
 fn deep_trace_keeps_both_ends_through_a_native_rethrow() {
-    use kiln::runtime::{TRACE_MAX, TRACE_TAIL};
+    use kiln::vm::thread::{TRACE_MAX, TRACE_TAIL};
     const DEPTH: usize = 3000;
     let src = r#".library deep
 .class public D {

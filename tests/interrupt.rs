@@ -5,8 +5,10 @@
 //! bounded (generous timeouts) and nothing asserts on timing beyond "it
 //! stopped". The deadline through the CLI is `jit-tests/interrupt/`.
 
-use kiln::runtime::{call_method, load, ExecMode, Options, Runtime, ThreadCtx};
+use kiln::runtime::{load, ExecMode, Options, Runtime};
+
 use kiln::safepoint::interrupt::Reason;
+use kiln::vm::thread::{call_method, ThreadCtx};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -170,8 +172,10 @@ fn runtime(mode: ExecMode, gc_stress: bool) -> Arc<Runtime> {
         gc_stress,
         ..Options::default()
     };
-    let rt =
-        Arc::new(Runtime::new(program, files, &verified, opts).unwrap_or_else(|e| panic!("{e:?}")));
+    let rt = Arc::new(
+        kiln::engine::new_runtime(program, files, &verified, opts)
+            .unwrap_or_else(|e| panic!("{e:?}")),
+    );
     if mode == ExecMode::Jit {
         kiln::jit::install(&rt, verified).unwrap();
     }
@@ -220,16 +224,17 @@ fn start(rt: &Arc<Runtime>, name: &str) -> (mpsc::Receiver<()>, mpsc::Receiver<O
                 .unwrap_or_else(|| panic!("no method {name}")) as *const _;
             let mut ctx = ThreadCtx::new(&*rt, 16 << 20);
             // SAFETY: `ctx` outlives the attachment (declared before it).
-            let att = unsafe { kiln::heap::gc::attach(&rt, &mut ctx) };
+            let att = unsafe { kiln::runtime::roots::attach(&rt, &mut ctx) };
             att_tx.send(()).unwrap();
             // SAFETY: a static method without arguments of this runtime.
             let r = unsafe { call_method(&mut ctx, mh, std::ptr::null()) };
             let out = if ctx.has_pending() {
                 // SAFETY: a pending exception is a live Exception object.
                 unsafe {
-                    let cd = &*kiln::heap::class_of(ctx.pending);
+                    let cd = &*kiln::vm::object::class_of(ctx.pending);
                     let m = *(ctx.pending.add(rt.message_offset) as *const *const u8);
-                    let msg = String::from_utf8_lossy(kiln::heap::string_bytes(m)).into_owned();
+                    let msg =
+                        String::from_utf8_lossy(kiln::vm::object::string_bytes(m)).into_owned();
                     Outcome::Threw(cd.name().to_string(), msg)
                 }
             } else {
@@ -388,7 +393,7 @@ fn deadline_reason_and_watchdog() {
         let rt = runtime(mode, false);
         let (att, done) = start(&rt, "P::spin");
         att.recv_timeout(LIMIT).unwrap();
-        let w = kiln::safepoint::interrupt::Watchdog::start(
+        let w = kiln::runtime::interrupt::Watchdog::start(
             rt.interrupt_handle(),
             Duration::from_millis(30),
         )
@@ -400,7 +405,7 @@ fn deadline_reason_and_watchdog() {
             Outcome::Threw("InterruptedException".into(), "deadline exceeded".into())
         );
         // A cancelled watchdog never fires.
-        let w = kiln::safepoint::interrupt::Watchdog::start(
+        let w = kiln::runtime::interrupt::Watchdog::start(
             rt.interrupt_handle(),
             Duration::from_secs(3600),
         )

@@ -19,7 +19,8 @@
 //! 4. run programs from several host `std::thread`s at once, in both
 //!    execution modes, with GC stress.
 
-use kiln::runtime::{run_file, ExecMode, Options};
+use kiln::engine::run_file;
+use kiln::runtime::{ExecMode, Options};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -154,7 +154,7 @@ fn main() -> ExitCode {
             if dump_clif.is_some() && opts.mode != kiln::runtime::ExecMode::Jit {
                 eprintln!("kiln: --dump-clif has no effect with KILN_JIT=0 (nothing is compiled)");
             }
-            let code = kiln::runtime::run_file(&file, &args, &opts);
+            let code = kiln::engine::run_file(&file, &args, &opts);
             ExitCode::from((code & 0xFF) as u8)
         }
         Cmd::Asm { file, output } => {

@@ -27,11 +27,12 @@
 #[cfg(test)]
 mod tests;
 
-use crate::heap::{array_len, class_of, string_bytes, ARRAY_DATA_OFFSET};
 use crate::library::program::ClassId;
 use crate::library::{field_flags, Prim, TypeSig};
-use crate::runtime::tables::{item_type, kind, ClassDesc};
-use crate::runtime::{Runtime, ThreadCtx};
+use crate::runtime::Runtime;
+use crate::vm::object::{array_len, class_of, string_bytes, ARRAY_DATA_OFFSET};
+use crate::vm::tables::{item_type, kind, ClassDesc};
+use crate::vm::thread::ThreadCtx;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -849,7 +850,7 @@ impl<'a, 'b> Reader<'a, 'b> {
         Ok(())
     }
 
-    fn alloc_err(&self, offset: usize, f: crate::runtime::Fault) -> ExchangeError {
+    fn alloc_err(&self, offset: usize, f: crate::vm::fault::Fault) -> ExchangeError {
         ExchangeError::Alloc {
             offset,
             path: self.path.render(),

@@ -3,7 +3,8 @@
 //! every truncation and a mutation loop over a valid encoding.
 
 use super::*;
-use crate::runtime::{call_method, load, ExecMode, Options};
+use crate::runtime::{load, ExecMode, Options};
+use crate::vm::thread::call_method;
 use std::sync::Arc;
 
 const SRC: &str = r#"
@@ -369,10 +370,12 @@ fn runtime(mode: ExecMode, gc_stress: bool) -> Arc<Runtime> {
         gc_stress,
         ..Options::default()
     };
-    let rt =
-        Arc::new(Runtime::new(program, files, &verified, opts).unwrap_or_else(|e| panic!("{e:?}")));
+    let rt = Arc::new(
+        crate::engine::new_runtime(program, files, &verified, opts)
+            .unwrap_or_else(|e| panic!("{e:?}")),
+    );
     if mode == ExecMode::Jit {
-        crate::jit::install(&rt, verified).unwrap();
+        crate::engine::install_jit(&rt, verified).unwrap();
     }
     rt.set_shared();
     rt
@@ -387,7 +390,7 @@ fn with_rt(mode: ExecMode, gc_stress: bool, f: impl FnOnce(&Runtime, &mut Thread
             .spawn_scoped(s, || {
                 let mut ctx = ThreadCtx::new(&*rt, 16 << 20);
                 // SAFETY: `ctx` outlives the attachment.
-                let _att = unsafe { crate::heap::gc::attach(&rt, &mut ctx) };
+                let _att = unsafe { crate::runtime::roots::attach(&rt, &mut ctx) };
                 f(&rt, &mut ctx);
             })
             .unwrap()

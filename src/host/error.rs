@@ -41,8 +41,8 @@ pub struct Exception {
     /// Its `message` field (empty if null).
     pub message: String,
     /// `Class::method` of every frame it unwound, innermost first. A trace
-    /// deeper than [`TRACE_MAX`](crate::runtime::TRACE_MAX) +
-    /// [`TRACE_TAIL`](crate::runtime::TRACE_TAIL) keeps only its innermost
+    /// deeper than [`TRACE_MAX`](crate::vm::thread::TRACE_MAX) +
+    /// [`TRACE_TAIL`](crate::vm::thread::TRACE_TAIL) keeps only its innermost
     /// `TRACE_MAX` and outermost `TRACE_TAIL` frames.
     pub trace: Vec<String>,
     /// How many frames it unwound between `trace[omitted_at - 1]` and
@@ -391,7 +391,9 @@ impl Error {
                     })
                     .collect(),
             ),
-            LoadError::Setup(m) => Error::Setup(m.clone()),
+            e @ (LoadError::StdMissing { .. }
+            | LoadError::MissingClass { .. }
+            | LoadError::Resolve(_)) => Error::Setup(e.to_string()),
             _ => Error::Link(errs),
         }
     }

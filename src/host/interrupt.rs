@@ -13,8 +13,9 @@
 //! enough to deliver it.
 
 use super::Error;
-use crate::runtime::ThreadCtx;
-use crate::safepoint::interrupt::{InterruptHandle as RtHandle, Reason};
+use crate::runtime::interrupt::InterruptHandle as RtHandle;
+use crate::safepoint::interrupt::Reason;
+use crate::vm::thread::ThreadCtx;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 

@@ -51,9 +51,10 @@ pub use typed::{HostParams, HostReturn, HostType, TypedMethod};
 pub use value::{Object, Value};
 
 use crate::library::program::{ClassId, MemberId};
-use crate::runtime::tables::MethodHandle;
-use crate::runtime::{call_from_host, Runtime, ThreadCtx};
+use crate::runtime::{call_from_host, Runtime};
 use crate::safepoint;
+use crate::vm::tables::MethodHandle;
+use crate::vm::thread::ThreadCtx;
 use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Mutex};
 
@@ -125,7 +126,7 @@ fn stack_limit() -> usize {
         }
         c.get()
     });
-    let sp = crate::runtime::approx_sp();
+    let sp = crate::vm::thread::approx_sp();
     if low == 0 || low >= sp {
         // Unknown bounds: assume 1 MiB below here.
         return sp.saturating_sub(768 << 10);
@@ -162,7 +163,7 @@ fn thread_stack_low() -> Option<usize> {
 struct Attachment<'a> {
     inner: &'a Inner,
     ctx: Option<PooledCtx>,
-    attached: Option<crate::heap::gc::Attached<'a>>,
+    attached: Option<crate::runtime::roots::Attached<'a>>,
 }
 
 impl Drop for Attachment<'_> {
@@ -217,12 +218,18 @@ impl Vm {
         let cell = Arc::new(std::sync::OnceLock::new());
         let host = linker.bind(&program, &files, &cell)?;
         let opts = config.opts.clone();
-        let rt = Runtime::with_host_natives(program, files, &verified, opts.clone(), host)
-            .map_err(Error::from_load)?;
+        let rt = crate::engine::new_runtime_with_host_natives(
+            program,
+            files,
+            &verified,
+            opts.clone(),
+            host,
+        )
+        .map_err(Error::from_load)?;
         let rt = Arc::new(rt);
         rt.set_shared();
         let mut mode = opts.mode;
-        if mode == ExecMode::Jit && crate::jit::install(&rt, verified).is_err() {
+        if mode == ExecMode::Jit && crate::engine::install_jit(&rt, verified).is_err() {
             mode = ExecMode::Interp; // no Cranelift backend for this host
         }
         let vm = Vm {
@@ -317,6 +324,7 @@ impl Vm {
                     self.inner
                         .rt
                         .gc
+                        .collector
                         .enabled
                         .store(false, std::sync::atomic::Ordering::SeqCst);
                     Ok(false)
@@ -340,7 +348,7 @@ impl Vm {
             r.borrow().as_ref().map(|g| {
                 // SAFETY: `ctx` is boxed (stable address) and outlives the
                 // attachment (both are dropped by `Attachment`, attachment first).
-                unsafe { crate::heap::gc::attach_registered(rt, ctx, g) }
+                unsafe { crate::runtime::roots::attach_registered(rt, ctx, g) }
             })
         });
         ACTIVE.with(|a| a.borrow_mut().push((key, ctx)));
@@ -373,7 +381,7 @@ impl Vm {
     }
 
     /// A runtime fault (allocation failure) as [`Error::Exception`].
-    pub(crate) fn fault(&self, ctx: &mut ThreadCtx, f: crate::runtime::Fault) -> Error {
+    pub(crate) fn fault(&self, ctx: &mut ThreadCtx, f: crate::vm::fault::Fault) -> Error {
         ctx.raise(f);
         match self.check_pending(ctx) {
             Err(e) => e,
@@ -390,12 +398,12 @@ impl Vm {
         let rt = self.rt();
         // SAFETY: a pending exception is a live object; its message field is a string or null.
         let (class, message) = unsafe {
-            let cd = crate::heap::class_of(exc);
+            let cd = crate::vm::object::class_of(exc);
             let m = *(exc.add(rt.message_offset) as *const *const u8);
             let msg = if m.is_null() {
                 String::new()
             } else {
-                String::from_utf8_lossy(crate::heap::string_bytes(m)).into_owned()
+                String::from_utf8_lossy(crate::vm::object::string_bytes(m)).into_owned()
             };
             ((*cd).name().to_string(), msg)
         };
@@ -638,7 +646,10 @@ impl Vm {
     /// is unavailable (no safepoint support on this platform).
     pub fn collect(&self) -> bool {
         self.enter(|_| {
-            Ok(crate::heap::gc::collect(self.rt(), crate::heap::gc::Reason::Explicit).is_some())
+            Ok(
+                crate::runtime::roots::collect(self.rt(), crate::heap::gc::Reason::Explicit)
+                    .is_some(),
+            )
         })
         .unwrap_or(false)
     }
@@ -652,6 +663,7 @@ impl Vm {
     pub fn gc_count(&self) -> u64 {
         self.rt()
             .gc
+            .collector
             .count
             .load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -687,7 +699,7 @@ impl Vm {
 
     /// Number of methods compiled by the JIT so far (0 in interpreter mode).
     pub fn compiled_methods(&self) -> usize {
-        self.rt().jit.get().map_or(0, |j| j.compile_count())
+        self.rt().compiled.get().map_or(0, |j| j.compile_count())
     }
 
     /// Number of live [`Object`] handles of this Vm.

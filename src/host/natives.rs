@@ -14,7 +14,9 @@ use super::typed::{HostParams, HostReturn, HostType};
 use super::{Error, NativeSite, Object, Value, Vm};
 use crate::library::program::Program;
 use crate::library::{MethodDef, TypeSig};
-use crate::runtime::{Fault, FaultKind, HostNativeFn, ThreadCtx};
+use crate::runtime::HostNativeFn;
+use crate::vm::fault::{Fault, FaultKind};
+use crate::vm::thread::ThreadCtx;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
 
@@ -470,7 +472,7 @@ fn raise(vm: &Vm, t: &mut ThreadCtx, th: Throw) -> Result<(), Fault> {
     let (class, message) = match th.kind {
         ThrowKind::Existing(o, frames, omitted, at) if o.belongs_to(vm) => {
             t.throw(o.raw());
-            let handle = |m: usize| m as *const crate::runtime::tables::MethodHandle;
+            let handle = |m: usize| m as *const crate::vm::tables::MethodHandle;
             let at = at.min(frames.len());
             t.trace.extend(frames[..at].iter().map(|&m| handle(m)));
             t.trace.omit(omitted);

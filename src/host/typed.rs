@@ -7,8 +7,9 @@
 
 use super::{split_name, Error, Object, Vm};
 use crate::library::{Prim, TypeSig, STRING};
-use crate::runtime::tables::MethodHandle;
-use crate::runtime::{call_from_host, ThreadCtx};
+use crate::runtime::call_from_host;
+use crate::vm::tables::MethodHandle;
+use crate::vm::thread::ThreadCtx;
 use std::marker::PhantomData;
 
 pub(crate) mod private {
@@ -128,7 +129,7 @@ impl Sealed for String {
         }
         // SAFETY: a non-null string-typed slot holds a live string (verified
         // code, or a handle's object); read while attached.
-        let b = unsafe { crate::heap::string_bytes(v as *const u8) };
+        let b = unsafe { crate::vm::object::string_bytes(v as *const u8) };
         Ok(String::from_utf8_lossy(b).into_owned())
     }
     fn into_slot(self, vm: &Vm, ctx: &mut ThreadCtx, _ty: &TypeSig) -> Result<u64, String> {
@@ -147,7 +148,7 @@ fn object_slot(o: &Object, vm: &Vm, ctx: &mut ThreadCtx, ty: &TypeSig) -> Result
     let rt = vm.rt();
     if let Some(target) = rt.tables.type_class(&rt.program, ty) {
         // SAFETY: live descriptors of this runtime (the handle keeps `p` alive).
-        if !unsafe { (*crate::heap::class_of(p)).instance_of(&*target) } {
+        if !unsafe { (*crate::vm::object::class_of(p)).instance_of(&*target) } {
             return Err(format!("an object of class {}", o.class_name()));
         }
     }

@@ -12,9 +12,9 @@
 //! runs in between.
 
 use super::{Error, Vm};
-use crate::heap::{array_len, class_of, string_bytes, ARRAY_DATA_OFFSET};
 use crate::library::{Mutability, Prim, TypeSig, OBJECT, STRING};
-use crate::runtime::tables::{kind, ClassDesc};
+use crate::vm::object::{array_len, class_of, string_bytes, ARRAY_DATA_OFFSET};
+use crate::vm::tables::{kind, ClassDesc};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 

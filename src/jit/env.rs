@@ -18,14 +18,14 @@
 //! for the runtime's lifetime, which is also the code's lifetime.
 
 use super::helpers;
-use crate::heap::{
+use crate::ir::Kind;
+use crate::vm::object::{
     ARRAY_DATA_OFFSET, ARRAY_LEN_OFFSET, HEADER_SIZE, OBJ_CLASS_OFFSET, OBJ_TAGS_OFFSET,
 };
-use crate::interp::Kind;
-use crate::runtime::frame;
-use crate::runtime::tables::{
+use crate::vm::tables::{
     kind, offsets, ClassDesc, MethodHandle, SafepointEntry, SafepointKind, SafepointTable,
 };
+use crate::vm::thread::frame;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
     types, AbiParam, AliasRegionData, AtomicRmwOp, Block, Function, InstBuilder, MemFlagsData,
@@ -689,7 +689,7 @@ impl FuncEnv {
         if !self.inline_alloc || size > INLINE_ALLOC_MAX {
             return None;
         }
-        crate::heap::cached_class_of_object(size)
+        crate::vm::object::cached_class_of_object(size)
     }
 
     /// The head of the thread's cache of free cells of size class `c`

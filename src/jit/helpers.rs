@@ -7,7 +7,7 @@
 //! `Exception`, like the interpreter's adapter does.
 //!
 //! Exception handling inside a compiled frame reuses the interpreter's own
-//! region logic (`interp::dispatch`, `interp::next_finally`, its `Cont` and
+//! region logic (`ir::eh::dispatch`, `ir::eh::next_finally`, its `Cont` and
 //! `Caught` records) on the method's pre-decoded regions, so a compiled frame
 //! runs exactly the same catch / finally / leave / endfinally / rethrow
 //! decisions as an interpreted one. The per-frame state (the stack of
@@ -15,12 +15,13 @@
 //! that is allocated lazily, only when a frame first needs it, and whose
 //! pointer lives in a stack slot of the compiled frame.
 
-pub use crate::interp::EhState;
-use crate::interp::{self, Code, Cont};
-use crate::runtime::tables::{ClassDesc, MethodHandle};
-use crate::runtime::{Fault, FaultKind, ThreadCtx};
+use crate::ir::eh::{self, AfterFinally};
+use crate::ir::Code;
+pub use crate::ir::EhState;
+use crate::vm::fault::{Fault, FaultKind};
+use crate::vm::tables::{ClassDesc, MethodHandle};
+use crate::vm::thread::ThreadCtx;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 
 /// Fault codes passed to [`jit_fault`].
 pub mod code {
@@ -106,7 +107,7 @@ pub unsafe extern "C" fn jit_fault(thread: *mut ThreadCtx, code: u32, a: u64, b:
                 // SAFETY: `a` is a live object, `b` a live descriptor (contract).
                 let (from, to) = unsafe {
                     (
-                        &*crate::heap::class_of(a as *const u8),
+                        &*crate::vm::object::class_of(a as *const u8),
                         &*(b as *const ClassDesc),
                     )
                 };
@@ -179,7 +180,7 @@ pub unsafe extern "C" fn jit_new_object(
         // The caller stored its references and position (an allocation safepoint).
         // SAFETY: the runtime outlives every thread context (each thread
         // holds an Arc); a separate borrow so `t` can be passed mutably.
-        let rt = unsafe { &*t.runtime };
+        let rt = unsafe { &*(t.runtime as *const crate::runtime::Runtime) };
         // SAFETY: `t` is this thread's attached context (contract).
         match unsafe { rt.alloc_object_in(t, class) } {
             Ok(o) => o,
@@ -225,13 +226,13 @@ pub extern "C" fn jit_fmod64(a: f64, b: f64) -> f64 {
     a % b
 }
 
-/// The interpreter's pre-decoded code of `mh` (for its protected regions).
+/// The resolved code of `mh` (for its protected regions).
 ///
 /// # Safety
-/// `mh` is a live handle.
+/// `mh` is a live handle (of a runtime that outlives `'a`).
 unsafe fn code_of<'a>(mh: *const MethodHandle) -> Option<&'a Code> {
-    // SAFETY: `interp_code` is null or a `Code` owned by the runtime (lives as long as it).
-    unsafe { ((*mh).interp_code.load(Ordering::Acquire) as *const Code).as_ref() }
+    // SAFETY: caller contract: the handle (and the code it points to) lives for `'a`.
+    unsafe { (*mh).code() }
 }
 
 /// The frame's state, allocated on first use.
@@ -308,7 +309,7 @@ pub unsafe extern "C" fn jit_eh_throw(
             let t = &mut *thread;
             let st = state(slot);
             let mut pc = 0usize;
-            if interp::dispatch(t, code, &mut st.conts, &mut st.caught, 0, at, at, &mut pc) {
+            if eh::dispatch(t, code, &mut st.conts, &mut st.caught, 0, at, at, &mut pc) {
                 pc as i32
             } else {
                 -1
@@ -333,26 +334,11 @@ pub unsafe extern "C" fn jit_eh_leave(
         // SAFETY: per this function's contract.
         unsafe {
             let Some(code) = code_of(mh) else { return -1 };
-            let finally = interp::next_finally(code, 0, from, target);
+            let finally = eh::next_finally(code, 0, from, target);
             if (*slot).is_null() && finally.is_none() {
                 return target as i32; // nothing caught, nothing to run
             }
-            let st = state(slot);
-            st.caught.retain(|c| {
-                let r = &code.regions[c.region];
-                !r.in_handler(from) || r.in_handler(target)
-            });
-            match finally {
-                Some(ri) => {
-                    st.conts.push(Cont::Leave {
-                        region: ri,
-                        from,
-                        target,
-                    });
-                    code.regions[ri].handler_start as i32
-                }
-                None => target as i32,
-            }
+            eh::leave(state(slot), code, from, target) as i32
         }
     })
 }
@@ -374,48 +360,10 @@ pub unsafe extern "C" fn jit_eh_endfinally(
         unsafe {
             let t = &mut *thread;
             let Some(code) = code_of(mh) else { return -1 };
-            let st = state(slot);
-            match st.conts.pop() {
-                Some(Cont::Leave {
-                    region,
-                    from,
-                    target,
-                }) => match interp::next_finally(code, region + 1, from, target) {
-                    Some(ri) => {
-                        st.conts.push(Cont::Leave {
-                            region: ri,
-                            from,
-                            target,
-                        });
-                        code.regions[ri].handler_start as i32
-                    }
-                    None => target as i32,
-                },
-                Some(Cont::Unwind {
-                    region,
-                    from,
-                    exc,
-                    trace,
-                }) => {
-                    t.pending = exc;
-                    t.trace = trace;
-                    let mut pc = 0usize;
-                    if interp::dispatch(
-                        t,
-                        code,
-                        &mut st.conts,
-                        &mut st.caught,
-                        region + 1,
-                        from,
-                        at,
-                        &mut pc,
-                    ) {
-                        pc as i32
-                    } else {
-                        -1
-                    }
-                }
-                None => {
+            match eh::endfinally(t, state(slot), code, at) {
+                AfterFinally::Goto(pc) | AfterFinally::Handler(pc) => pc as i32,
+                AfterFinally::Propagate => -1,
+                AfterFinally::NotInFinally => {
                     t.raise(Fault::new(
                         FaultKind::Exception,
                         "endfinally outside a finally block",

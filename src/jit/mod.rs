@@ -31,9 +31,10 @@ pub mod env;
 pub mod helpers;
 pub mod translate;
 
-use crate::runtime::tables::{EntryFn, MethodHandle};
-use crate::runtime::{Runtime, ThreadCtx};
+use crate::runtime::Runtime;
 use crate::verify::{MethodInfo, Verified};
+use crate::vm::tables::{EntryFn, MethodHandle};
+use crate::vm::thread::ThreadCtx;
 use cranelift_codegen::ir::Type;
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
@@ -242,7 +243,7 @@ impl Jit {
             return cur; // another thread compiled it while we waited
         }
         if mh.code_size > MAX_JIT_CODE_SIZE {
-            let entry = crate::interp::interp_entry as *const () as usize;
+            let entry = rt.tiers.interp_entry as usize;
             mh.entry.store(entry, Ordering::Release);
             return entry;
         }
@@ -263,13 +264,13 @@ impl Jit {
             }
             Ok(Err(e)) => {
                 eprintln!("kiln: internal JIT error: cannot compile {name}: {e}; it runs in the interpreter");
-                crate::interp::interp_entry as *const () as usize
+                rt.tiers.interp_entry as usize
             }
             Err(_) => {
                 eprintln!("kiln: internal JIT error: the compiler panicked on {name}; it runs in the interpreter");
                 c.ctx.clear();
                 c.fctx = FunctionBuilderContext::new();
-                crate::interp::interp_entry as *const () as usize
+                rt.tiers.interp_entry as usize
             }
         };
         mh.entry.store(entry, Ordering::Release);
@@ -382,16 +383,36 @@ pub unsafe extern "C" fn jit_compile_stub(
         // SAFETY: per this function's contract.
         let (t, m) = unsafe { (&*thread, &*mh) };
         let rt = t.rt();
-        match rt.jit.get() {
+        match jit_of(rt) {
             Some(j) => j.entry_for(rt, m),
-            None => crate::interp::interp_entry as *const () as usize,
+            None => rt.tiers.interp_entry as usize,
         }
     }))
-    .unwrap_or(crate::interp::interp_entry as *const () as usize);
+    // SAFETY: per this function's contract.
+    .unwrap_or_else(|_| unsafe { (*thread).rt() }.tiers.interp_entry as usize);
     // SAFETY: `entry` is compiled code with the slot ABI or the interpreter adapter.
     unsafe {
         let f = std::mem::transmute::<usize, EntryFn>(entry);
         f(thread, mh, args)
+    }
+}
+
+/// The JIT installed in `rt`, if any.
+pub fn jit_of(rt: &Runtime) -> Option<&Jit> {
+    rt.compiled
+        .get()
+        .and_then(|t| t.as_any().downcast_ref::<Jit>())
+}
+
+impl crate::runtime::CodeTier for Jit {
+    fn lookup(&self, pc: usize) -> Option<*const MethodHandle> {
+        Jit::lookup(self, pc)
+    }
+    fn compile_count(&self) -> usize {
+        Jit::compile_count(self)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
@@ -402,13 +423,13 @@ pub unsafe extern "C" fn jit_compile_stub(
 pub fn install(rt: &Runtime, verified: Verified) -> Result<(), String> {
     let count = rt.tables.all_methods().count();
     let jit = Jit::new(verified, count)?;
-    if rt.jit.set(jit).is_err() {
+    if rt.compiled.set(Box::new(jit)).is_err() {
         return Err("the JIT is already installed".into());
     }
     let stub = jit_compile_stub as *const () as usize;
     let mut dump_target = None;
     for mh in rt.tables.all_methods() {
-        if mh.interp_code.load(Ordering::Acquire).is_null() {
+        if mh.code().is_none() {
             continue; // natives, abstract and interface methods keep their slot
         }
         mh.entry.store(stub, Ordering::Release);
@@ -419,7 +440,7 @@ pub fn install(rt: &Runtime, verified: Verified) -> Result<(), String> {
     if let Some(d) = DUMP_CLIF.get() {
         match dump_target {
             Some(mh) => {
-                if let Some(j) = rt.jit.get() {
+                if let Some(j) = jit_of(rt) {
                     j.entry_for(rt, mh);
                 }
             }

@@ -2,7 +2,8 @@
 //! lookup table, and aarch64 cross-compilation of every jit-test method.
 
 use super::*;
-use crate::runtime::{call_method, load, Options, Runtime, ThreadCtx};
+use crate::runtime::{load, Options, Runtime};
+use crate::vm::thread::{call_method, ThreadCtx};
 use cranelift_codegen::control::ControlPlane;
 use std::path::{Path, PathBuf};
 
@@ -22,7 +23,8 @@ fn jit_runtime(name: &str, src: &str) -> Runtime {
         heap_max: 16 << 20,
         ..Options::default()
     };
-    let rt = Runtime::new(program, files, &verified, opts).unwrap_or_else(|e| panic!("{e:?}"));
+    let rt = crate::engine::new_runtime(program, files, &verified, opts)
+        .unwrap_or_else(|e| panic!("{e:?}"));
     install(&rt, verified).unwrap();
     rt
 }
@@ -78,7 +80,7 @@ fn slot_is_written_back_after_first_call() {
     assert_eq!(sq.entry.load(Ordering::Acquire), stub());
     let mut ctx = ThreadCtx::new(&rt, 8 << 20);
     // SAFETY: `ctx` outlives the attachment (dropped first, in reverse order).
-    let _att = unsafe { crate::heap::gc::attach(&rt, &mut ctx) };
+    let _att = unsafe { crate::runtime::roots::attach(&rt, &mut ctx) };
     let args = [10u64];
     // SAFETY: `sum` takes one i64 argument.
     let r = unsafe { call_method(&mut ctx, sum, args.as_ptr()) };
@@ -86,7 +88,7 @@ fn slot_is_written_back_after_first_call() {
     assert_eq!(r, 385);
     let e = sum.entry.load(Ordering::Acquire);
     assert_ne!(e, stub());
-    assert_ne!(e, crate::interp::interp_entry as *const () as usize);
+    assert_ne!(e, rt.tiers.interp_entry as usize);
     // the callee was compiled by its own first call, from compiled code
     assert_ne!(sq.entry.load(Ordering::Acquire), stub());
     // both have register entries; their slots hold the one trampoline of
@@ -94,7 +96,7 @@ fn slot_is_written_back_after_first_call() {
     assert_ne!(sum.fast.load(Ordering::Acquire), 0);
     assert_ne!(sq.fast.load(Ordering::Acquire), 0);
     assert_eq!(sq.entry.load(Ordering::Acquire), e);
-    let jit = rt.jit.get().unwrap();
+    let jit = crate::jit::jit_of(&rt).unwrap();
     assert_eq!(jit.compile_count(), 2);
     // later calls go straight to the code: nothing is compiled again
     // SAFETY: as above.
@@ -117,7 +119,7 @@ fn racing_first_calls_compile_once() {
             s.spawn(move || {
                 let mut ctx = ThreadCtx::new(rt, 2 << 20);
                 // SAFETY: `ctx` outlives the attachment.
-                let _att = unsafe { crate::heap::gc::attach(rt, &mut ctx) };
+                let _att = unsafe { crate::runtime::roots::attach(rt, &mut ctx) };
                 let args = [k as u64 + 3];
                 barrier.wait();
                 // SAFETY: `sq` takes one i64 argument.
@@ -127,7 +129,7 @@ fn racing_first_calls_compile_once() {
             });
         }
     });
-    assert_eq!(rt.jit.get().unwrap().compile_count(), 1);
+    assert_eq!(crate::jit::jit_of(&rt).unwrap().compile_count(), 1);
     assert_ne!(sq.entry.load(Ordering::Acquire), stub());
 }
 
@@ -141,7 +143,7 @@ fn lookup_maps_native_pcs_to_methods() {
     assert!(std::ptr::eq(found, sum));
     let mut ctx = ThreadCtx::new(&rt, 8 << 20);
     // SAFETY: `ctx` outlives the attachment (dropped first, in reverse order).
-    let _att = unsafe { crate::heap::gc::attach(&rt, &mut ctx) };
+    let _att = unsafe { crate::runtime::roots::attach(&rt, &mut ctx) };
     let args = [7u64];
     // SAFETY: `sq` takes one i64 argument.
     assert_eq!(unsafe { call_method(&mut ctx, sq, args.as_ptr()) }, 49);
@@ -163,7 +165,7 @@ fn lookup_maps_native_pcs_to_methods() {
 fn compiled_callers_call_register_entries() {
     let rt = jit_runtime("direct", SRC);
     let (sq, sum) = (method(&rt, "P::sq"), method(&rt, "P::sum"));
-    let jit = rt.jit.get().unwrap();
+    let jit = crate::jit::jit_of(&rt).unwrap();
     let info = &jit.verified.methods[&sum.member];
     let isa = host_isa().unwrap();
     let mut fctx = FunctionBuilderContext::new();
@@ -172,7 +174,7 @@ fn compiled_callers_call_register_entries() {
     assert!(text.contains("atomic_load"), "{text}");
     let mut ctx = ThreadCtx::new(&rt, 8 << 20);
     // SAFETY: `ctx` outlives the attachment (dropped first, in reverse order).
-    let _att = unsafe { crate::heap::gc::attach(&rt, &mut ctx) };
+    let _att = unsafe { crate::runtime::roots::attach(&rt, &mut ctx) };
     let args = [5u64];
     // SAFETY: `sq` takes one i64 argument.
     assert_eq!(unsafe { call_method(&mut ctx, sq, args.as_ptr()) }, 25);
@@ -217,19 +219,20 @@ fn every_jit_test_method_cross_compiles_for_aarch64() {
         let Ok((program, names, verified)) = load::load_verified(f) else {
             continue; // assembly / load / verification error cases
         };
-        let Ok(rt) = Runtime::new(program, names, &verified, Options::default()) else {
+        let Ok(rt) = crate::engine::new_runtime(program, names, &verified, Options::default())
+        else {
             continue;
         };
         programs += 1;
         // As in JIT mode before anything runs: calls to bytecode methods
         // then test the callee's register entry (the run-time choice).
         for mh in rt.tables.all_methods() {
-            if !mh.interp_code.load(Ordering::Acquire).is_null() {
+            if mh.code().is_some() {
                 mh.entry.store(stub(), Ordering::Release);
             }
         }
         for mh in rt.tables.all_methods() {
-            if mh.interp_code.load(Ordering::Acquire).is_null() {
+            if mh.code().is_none() {
                 continue;
             }
             if mh.member.class.lib == 0 && std_done {

@@ -2,7 +2,7 @@
 //!
 //! Input: the verifier's [`MethodInfo`] (the typed stack before every
 //! instruction) and the interpreter's pre-decoded instructions of the same
-//! method (`interp::Code`, index-parallel to `MethodInfo::insns`), which have
+//! method (`ir::Code`, index-parallel to `MethodInfo::insns`), which have
 //! already resolved every name to a handle, offset, address, vtable slot or
 //! interned string and specialised every operation by operand type. Using
 //! the same resolution as the interpreter is what makes the two modes agree.
@@ -29,12 +29,12 @@
 use super::env::{self, from_slot, FuncEnv, Helper, Region, PTR};
 use super::helpers::{code as fc, null_what};
 use crate::bytecode::Op;
-use crate::interp::{Cmp, Code, Kind, Src, I};
+use crate::ir::{Cmp, Code, Kind, Src, I};
 use crate::library::TypeSig;
-use crate::runtime::frame;
-use crate::runtime::tables::{offsets, MethodHandle, SafepointKind, SafepointTable};
 use crate::runtime::Runtime;
 use crate::verify::{MethodInfo, VType};
+use crate::vm::tables::{offsets, MethodHandle, SafepointKind, SafepointTable};
+use crate::vm::thread::frame;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::Block;
 use cranelift_codegen::ir::{
@@ -112,9 +112,7 @@ pub fn translate_with_safepoints<'a>(
     fctx: &mut FunctionBuilderContext,
     poll_addr: Option<usize>,
 ) -> Result<(Function, SafepointTable), String> {
-    let code_ptr = mh.interp_code.load(Ordering::Acquire) as *const Code;
-    // SAFETY: null or the method's pre-decoded code, owned by the runtime.
-    let code = unsafe { code_ptr.as_ref() }.ok_or("the method has no pre-decoded body")?;
+    let code = mh.code().ok_or("the method has no resolved body")?;
     if code.insns.len() != info.insns.len() {
         return Err("pre-decoded code and verifier output disagree".into());
     }
@@ -154,7 +152,7 @@ pub fn translate_with_safepoints<'a>(
     tx.ret_ty = ret;
     tx.ref_vars = ref_vars;
     tx.env.poll_addr = poll_addr;
-    tx.env.inline_alloc = !rt.gc.stress;
+    tx.env.inline_alloc = !rt.gc.collector.stress;
     // The hint lives on the process's polling page; a caller-chosen page
     // (tests) has none.
     tx.env.poll_hint = poll_addr.is_some()
@@ -401,7 +399,7 @@ impl<'a, 'f> Tx<'a, 'f> {
                     .as_ref()
                     .is_some_and(|s| s.iter().any(|t| t.is_ref() || *t == VType::Ptr))
             });
-        // A non-leaf (`interp::is_leaf`) has a safepoint besides the entry poll.
+        // A non-leaf (`ir::is_leaf`) has a safepoint besides the entry poll.
         self.has_regions() || (holds_refs && !self.code.leaf)
     }
 
@@ -565,7 +563,7 @@ impl<'a, 'f> Tx<'a, 'f> {
         }
         let ref_slots = self.ref_vars.clone();
         self.env.share_positions(&mut self.b, &ref_slots);
-        // No entry poll in a leaf: it runs in bounded time (`interp::is_leaf`).
+        // No entry poll in a leaf: it runs in bounded time (`ir::is_leaf`).
         if !self.code.leaf {
             let hint = self.safepoint(frame::POS_ENTRY, SafepointKind::Poll, &[], &[])?;
             self.interrupt_check(hint, None);
@@ -611,8 +609,8 @@ impl<'a, 'f> Tx<'a, 'f> {
                 };
                 // A handler placed before its try block is only ever
                 // entered backward: poll on entering it (as the
-                // interpreter does, see `interp::backward_handler`).
-                if crate::interp::backward_handler(self.code, d) {
+                // interpreter does, see `ir::eh::backward_handler`).
+                if crate::ir::eh::backward_handler(self.code, d) {
                     self.var_cache.clear();
                     let refs = self.stack_refs_at(d);
                     let hint = self.safepoint(d as u64, SafepointKind::Poll, &stack, &refs)?;
@@ -1254,8 +1252,8 @@ impl<'a, 'f> Tx<'a, 'f> {
             }
             I::Atomic { op, kind, off } => {
                 let nv = match op {
-                    crate::interp::AOp::Load => 0,
-                    crate::interp::AOp::Cas => 2,
+                    crate::ir::AOp::Load => 0,
+                    crate::ir::AOp::Cas => 2,
                     _ => 1,
                 };
                 let vals = self.pop_n(nv)?;
@@ -1265,8 +1263,8 @@ impl<'a, 'f> Tx<'a, 'f> {
             }
             I::AtomicS { op, kind, addr } => {
                 let nv = match op {
-                    crate::interp::AOp::Load => 0,
-                    crate::interp::AOp::Cas => 2,
+                    crate::ir::AOp::Load => 0,
+                    crate::ir::AOp::Cas => 2,
                     _ => 1,
                 };
                 let vals = self.pop_n(nv)?;
@@ -1481,13 +1479,13 @@ impl<'a, 'f> Tx<'a, 'f> {
     fn atomic(
         &mut self,
         at: usize,
-        op: crate::interp::AOp,
+        op: crate::ir::AOp,
         kind: Kind,
         base: Value,
         off: i32,
         vals: &[Value],
     ) -> Result<(), String> {
-        use crate::interp::AOp;
+        use crate::ir::AOp;
         match op {
             AOp::Load => {
                 let ty = self.result_type(at)?;
@@ -1659,7 +1657,7 @@ pub enum Intrinsic {
 /// runtime's own implementation (the same `NativeFn` the loader bound from
 /// `natives::NATIVES`), so a method that merely shares a name never matches.
 fn intrinsic(mh: *const MethodHandle) -> Option<Intrinsic> {
-    crate::interp::is_sqrt(mh).then_some(Intrinsic::SqrtF64)
+    crate::ir::is_sqrt(mh).then_some(Intrinsic::SqrtF64)
 }
 
 /// `atomic.load`/`atomic.store` on a field always use atomic accesses.

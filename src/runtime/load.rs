@@ -116,8 +116,19 @@ pub enum LoadError {
         /// Its class.
         class: String,
     },
-    /// Runtime setup failed (a broken std library).
-    Setup(String),
+    /// The std library lacks a member the runtime needs (a broken std).
+    StdMissing {
+        /// The member (`Exception::message`, `Runnable`, ...).
+        name: String,
+    },
+    /// A class the tables need does not exist (the verifier should have
+    /// rejected the program).
+    MissingClass {
+        /// The class name.
+        class: String,
+    },
+    /// A verified method could not be resolved for execution.
+    Resolve(super::resolve::ResolveError),
 }
 
 impl fmt::Display for LoadError {
@@ -152,7 +163,9 @@ impl fmt::Display for LoadError {
                 f,
                 "{file}:{line}: {class}::main must be `main() -> void|i32` or `main(args: string[]) -> void|i32`"
             ),
-            LoadError::Setup(m) => write!(f, "std: {m}"),
+            LoadError::StdMissing { name } => write!(f, "std: {name} is missing"),
+            LoadError::MissingClass { class } => write!(f, "missing class {class}"),
+            LoadError::Resolve(e) => write!(f, "{e}"),
         }
     }
 }

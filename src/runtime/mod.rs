@@ -15,20 +15,24 @@
 //! field memory and the method slots (atomics). It is shared between threads
 //! through an `Arc`, which each running thread keeps alive.
 
+pub mod interrupt;
 pub mod load;
 pub mod natives;
+pub mod resolve;
+pub mod roots;
 pub mod tables;
 
 use crate::heap::{Heap, HeapError};
 use crate::library::program::{MemberId, Program};
 use crate::library::TypeSig;
+use crate::vm::tables::{ClassDesc, EntryFn, MethodHandle};
+use crate::vm::thread::{call_method, Trace, SPAWNED_STACK_MAX};
+use crate::vm::{Fault, FaultKind, ThreadCtx};
 use std::collections::HashMap;
-use std::fmt;
 use std::io::Write;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use tables::{ClassDesc, EntryFn, MethodHandle, Tables};
+use tables::Tables;
 
 pub use load::{load_program, LoadError};
 
@@ -58,89 +62,6 @@ pub struct Options {
     /// exceeded") once this much time has passed since `run_file` started
     /// it (`KILN_DEADLINE`, e.g. `500ms`, `2s`, `5m`). `None`: no limit.
     pub deadline: Option<std::time::Duration>,
-}
-
-/// How many of a stack trace's innermost frames (nearest the throw) it
-/// keeps (HotSpot's default `MaxJavaStackTraceDepth` is also 1024).
-pub const TRACE_MAX: usize = 1024;
-
-/// How many of a stack trace's outermost frames (the entry point and its
-/// callers) it keeps once it is deeper than [`TRACE_MAX`] + `TRACE_TAIL`.
-pub const TRACE_TAIL: usize = 1024;
-
-/// The frames an exception has passed, innermost first. A trace of at most
-/// [`TRACE_MAX`] + [`TRACE_TAIL`] frames is kept whole. A deeper one keeps
-/// its innermost [`TRACE_MAX`] and its outermost [`TRACE_TAIL`] frames and
-/// counts the ones between (`omitted`), so an exception leaving a recursion
-/// millions of frames deep costs no memory per frame and its report still
-/// shows both where it was thrown and the entry point.
-///
-/// Invariant: the recorded frames are `head` then `tail`; the `omitted`
-/// frames lie between them. Once `tail` or `omitted` is non-empty, `head`
-/// takes no more frames.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Trace {
-    head: Vec<*const MethodHandle>,
-    tail: std::collections::VecDeque<*const MethodHandle>,
-    omitted: u64,
-}
-
-impl Trace {
-    /// Append the next outer frame.
-    pub fn push(&mut self, mh: *const MethodHandle) {
-        if self.omitted == 0 && self.tail.is_empty() && self.head.len() < TRACE_MAX {
-            self.head.push(mh);
-            return;
-        }
-        if self.tail.len() == TRACE_TAIL {
-            // the oldest tail frame now lies between head and tail
-            self.tail.pop_front();
-            self.omitted += 1;
-        }
-        self.tail.push_back(mh);
-    }
-
-    /// Append outer frames in order.
-    pub fn extend(&mut self, frames: impl IntoIterator<Item = *const MethodHandle>) {
-        for f in frames {
-            self.push(f);
-        }
-    }
-
-    /// Count `n` passed frames that were not recorded, as the next outer
-    /// ones (a rethrown trace's own omissions). A trace has one gap, so the
-    /// tail frames recorded so far join it; the later frames form the tail.
-    pub fn omit(&mut self, n: u64) {
-        if n == 0 {
-            return;
-        }
-        self.omitted += self.tail.len() as u64 + n;
-        self.tail.clear();
-    }
-
-    /// Forget every frame.
-    pub fn clear(&mut self) {
-        self.head.clear();
-        self.tail.clear();
-        self.omitted = 0;
-    }
-
-    /// The recorded frames, innermost first; the omitted ones lie before
-    /// index [`omitted_at`](Self::omitted_at).
-    pub fn frames(&self) -> impl Iterator<Item = *const MethodHandle> + '_ {
-        self.head.iter().chain(self.tail.iter()).copied()
-    }
-
-    /// How many recorded frames precede the omitted ones.
-    pub fn omitted_at(&self) -> usize {
-        self.head.len()
-    }
-
-    /// How many frames were passed between the innermost and the outermost
-    /// recorded ones and not recorded.
-    pub fn omitted(&self) -> u64 {
-        self.omitted
-    }
 }
 
 /// Default heap limit: 2 GiB.
@@ -229,162 +150,6 @@ pub fn parse_flag(name: &str, v: Option<&str>) -> Result<bool, String> {
     }
 }
 
-/// Exceptions the runtime raises itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FaultKind {
-    /// `NullReferenceException`.
-    NullReference,
-    /// `IndexOutOfRangeException`.
-    IndexOutOfRange,
-    /// `ArithmeticException`.
-    Arithmetic,
-    /// `InvalidCastException`.
-    InvalidCast,
-    /// `StackOverflowException`.
-    StackOverflow,
-    /// `OutOfMemoryException`.
-    OutOfMemory,
-    /// `Exception` (internal errors).
-    Exception,
-    /// `InterruptedException` (an interrupt or deadline, delivered at a
-    /// safepoint poll: see `safepoint::interrupt`).
-    Interrupted,
-}
-
-impl FaultKind {
-    const ALL: [FaultKind; 8] = [
-        FaultKind::NullReference,
-        FaultKind::IndexOutOfRange,
-        FaultKind::Arithmetic,
-        FaultKind::InvalidCast,
-        FaultKind::StackOverflow,
-        FaultKind::OutOfMemory,
-        FaultKind::Exception,
-        FaultKind::Interrupted,
-    ];
-
-    /// The std class name.
-    pub fn class_name(self) -> &'static str {
-        match self {
-            FaultKind::NullReference => "NullReferenceException",
-            FaultKind::IndexOutOfRange => "IndexOutOfRangeException",
-            FaultKind::Arithmetic => "ArithmeticException",
-            FaultKind::InvalidCast => "InvalidCastException",
-            FaultKind::StackOverflow => "StackOverflowException",
-            FaultKind::OutOfMemory => "OutOfMemoryException",
-            FaultKind::Exception => "Exception",
-            FaultKind::Interrupted => "InterruptedException",
-        }
-    }
-}
-
-/// A runtime fault about to become an exception object.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fault {
-    /// Which exception.
-    pub kind: FaultKind,
-    /// Its message (never empty).
-    pub message: String,
-}
-
-impl Fault {
-    /// Build a fault.
-    pub fn new(kind: FaultKind, message: impl Into<String>) -> Fault {
-        Fault {
-            kind,
-            message: message.into(),
-        }
-    }
-
-    /// `NullReferenceException`.
-    pub fn null(what: &str) -> Fault {
-        Fault::new(FaultKind::NullReference, format!("null reference: {what}"))
-    }
-
-    // --- Faults raised by executing bytecode. The interpreter and the JIT's
-    // helpers (src/jit/helpers.rs) both build them here, so the two execution
-    // modes produce the same messages.
-
-    /// A null reference used by instruction `what` (`ldfld`, `callvirt receiver`, ...).
-    pub fn null_in(what: &str) -> Fault {
-        Fault::new(
-            FaultKind::NullReference,
-            format!("null reference in {what}"),
-        )
-    }
-
-    /// `call` of an instance method `method` (`Class::name`) on null.
-    pub fn null_receiver(method: &str) -> Fault {
-        Fault::new(
-            FaultKind::NullReference,
-            format!("null receiver in call to {method}"),
-        )
-    }
-
-    /// Integer `div`/`rem` by zero.
-    pub fn div_by_zero() -> Fault {
-        Fault::new(FaultKind::Arithmetic, "integer division by zero")
-    }
-
-    /// Signed `MIN / -1` (or `rem`); `min` is the dividend.
-    pub fn div_overflow(min: impl fmt::Display) -> Fault {
-        Fault::new(
-            FaultKind::Arithmetic,
-            format!("integer overflow: {min} / -1"),
-        )
-    }
-
-    /// Array index out of range.
-    pub fn index_out_of_range(i: i32, len: u32) -> Fault {
-        Fault::new(
-            FaultKind::IndexOutOfRange,
-            format!("index {i} is out of range for an array of length {len}"),
-        )
-    }
-
-    /// `newarr` with a negative length.
-    pub fn negative_length(n: i32) -> Fault {
-        Fault::new(FaultKind::Arithmetic, format!("negative array length {n}"))
-    }
-
-    /// Failed `castclass`.
-    pub fn bad_cast(from: &str, to: &str) -> Fault {
-        Fault::new(
-            FaultKind::InvalidCast,
-            format!("cannot cast {from} to {to}"),
-        )
-    }
-
-    /// Interface call on an object whose class does not implement the interface.
-    pub fn not_implemented() -> Fault {
-        Fault::new(
-            FaultKind::InvalidCast,
-            "object does not implement the interface",
-        )
-    }
-
-    /// `throw` of null.
-    pub fn throw_null() -> Fault {
-        Fault::new(FaultKind::NullReference, "throw of a null reference")
-    }
-
-    /// `conv.char` of a value that is not a Unicode scalar value.
-    pub fn conv_char(n: i64) -> Fault {
-        Fault::new(
-            FaultKind::InvalidCast,
-            format!("conv.char: {n} (0x{n:x}) is not a Unicode scalar value"),
-        )
-    }
-
-    /// The native stack limit was reached on entry to a method.
-    pub fn native_stack_overflow() -> Fault {
-        Fault::new(
-            FaultKind::StackOverflow,
-            "stack overflow: the native stack is exhausted",
-        )
-    }
-}
-
 impl From<HeapError> for Fault {
     fn from(e: HeapError) -> Fault {
         match e {
@@ -394,108 +159,18 @@ impl From<HeapError> for Fault {
     }
 }
 
-/// Per-thread execution state, passed to every [`EntryFn`].
-#[repr(C)]
-pub struct ThreadCtx {
-    /// The runtime.
-    pub runtime: *const Runtime,
-    /// The pending exception object, or null.
-    pub pending: *mut u8,
-    /// Interrupt word: 0, or the `safepoint::interrupt::Reason` of an
-    /// interrupt to throw at the next safepoint poll (checked right after
-    /// every poll; written by `safepoint::interrupt::request`).
-    pub interrupt: crate::safepoint::interrupt::InterruptWord,
-    /// Native stack pointer below which calls raise `StackOverflowException`.
-    pub stack_limit: usize,
-    /// Next free slot of the value stack (frames live here).
-    pub vs_top: *mut u64,
-    /// End of the value stack.
-    pub vs_end: *mut u64,
-    /// Frames the pending exception has passed, innermost first.
-    pub trace: Trace,
-    /// First slot of the value stack: frame records run from here to `vs_top`.
-    pub vs_base: *mut u64,
-    /// Objects Rust code holds across an allocation (a handle scope): GC roots.
-    pub roots: Vec<*mut u8>,
-    /// The native method being entered by [`native_entry`] (set just before
-    /// its Rust function runs; host natives read it to find their closure).
-    pub native_method: *const MethodHandle,
-    /// The thread's private free cells, per cached size class
-    /// (`heap::CACHED_CLASSES`): a list linked through each cell's `tags`
-    /// word, taken from the heap in batches ([`Runtime::alloc_object_in`];
-    /// compiled code pops from it inline). Only the owning thread touches
-    /// it, except the collector, which empties every attached context's
-    /// cache while the world is stopped (before the sweep, which would
-    /// otherwise hand its cells out again) and on detach.
-    pub alloc_cache: [*mut u8; crate::heap::CACHED_CLASSES],
-    vs: Vec<u64>,
-}
-
-/// Frame records on the value stack (interpreter and JIT frames alike): a
-/// header of [`HEADER_SLOTS`](frame::HEADER_SLOTS) words followed by the
-/// frame's slots `[args | locals | evaluation stack | scratch]`.
-pub mod frame {
-    /// Words in a frame record header.
-    pub const HEADER_SLOTS: usize = 4;
-    /// Header word: the method's `*const MethodHandle`.
-    pub const METHOD: usize = 0;
-    /// Header word: the current safepoint position (instruction index,
-    /// possibly with [`POS_CTOR`], or [`POS_ENTRY`]).
-    pub const POS: usize = 1;
-    /// Header word: slot count (low 32 bits) and flags ([`JIT`]).
-    pub const SIZE: usize = 2;
-    /// Header word: the frame's exception state (`*mut interp::EhState`) or null.
-    pub const EH: usize = 3;
-    /// `POS` flag: inside the constructor call of a `newobj` (the stack holds
-    /// the new object below the constructor arguments).
-    pub const POS_CTOR: u64 = 1 << 31;
-    /// `POS` value of the method-entry poll (empty evaluation stack).
-    pub const POS_ENTRY: u64 = 0x7FFF_FFFF;
-    /// `POS` value shared by a compiled frame's safepoints whose references
-    /// are exactly the slots the frame stores once and never changes (see
-    /// `jit::env::FuncEnv::share_positions`): such a safepoint stores
-    /// nothing, and the frame holds this value whenever it is not stopped
-    /// at another safepoint.
-    pub const POS_SHARED: u64 = 0x7FFF_FFFE;
-    /// `SIZE` flag: a compiled frame (its method's JIT safepoint table applies).
-    pub const JIT: u64 = 1 << 32;
-}
-
-/// Native stack size cap for threads started by `Thread::start`.
-pub const SPAWNED_STACK_MAX: usize = 64 << 20;
-
-/// Value-stack slots per thread (64 MiB, committed lazily).
-const VALUE_STACK_SLOTS: usize = 8 << 20;
-
 impl ThreadCtx {
-    /// A context for the current thread, whose native stack has `stack_size`
-    /// bytes and whose top is near the caller's frame.
+    /// A context for the current thread running code of `runtime`, whose
+    /// native stack has `stack_size` bytes and whose top is near the
+    /// caller's frame.
     pub fn new(runtime: *const Runtime, stack_size: usize) -> ThreadCtx {
-        let mut vs: Vec<u64> = Vec::with_capacity(VALUE_STACK_SLOTS);
-        let start = vs.as_mut_ptr();
-        let here = approx_sp();
-        let margin = (stack_size / 8).clamp(64 << 10, 4 << 20);
-        ThreadCtx {
-            runtime,
-            pending: std::ptr::null_mut(),
-            interrupt: crate::safepoint::interrupt::InterruptWord::new(),
-            stack_limit: here.saturating_sub(stack_size.saturating_sub(margin)),
-            vs_top: start,
-            // SAFETY: the capacity is VALUE_STACK_SLOTS, so this is one past its end.
-            vs_end: unsafe { start.add(VALUE_STACK_SLOTS) },
-            trace: Trace::default(),
-            vs_base: start,
-            roots: Vec::new(),
-            native_method: std::ptr::null(),
-            alloc_cache: [std::ptr::null_mut(); crate::heap::CACHED_CLASSES],
-            vs,
-        }
+        ThreadCtx::new_raw(runtime.cast(), stack_size)
     }
 
     /// The runtime.
     pub fn rt(&self) -> &Runtime {
         // SAFETY: the runtime outlives every thread context (each thread holds an Arc).
-        unsafe { &*self.runtime }
+        unsafe { &*(self.runtime as *const Runtime) }
     }
 
     /// Make `fault` the pending exception (with an empty trace).
@@ -512,15 +187,9 @@ impl ThreadCtx {
         self.pending = obj;
         self.trace.clear();
         let rt = self.rt();
-        if rt.heap.wants_collection(0) && rt.gc.enabled.load(Ordering::Relaxed) {
+        if rt.heap.wants_collection(0) && rt.gc.collector.enabled.load(Ordering::Relaxed) {
             self.interrupt.request_collect();
         }
-    }
-
-    /// Throw an existing exception object (fresh trace).
-    pub fn throw(&mut self, obj: *mut u8) {
-        self.pending = obj;
-        self.trace.clear();
     }
 
     /// The slow path of the check after a safepoint poll: clear the
@@ -539,7 +208,7 @@ impl ThreadCtx {
             if !at_safepoint {
                 self.interrupt.request_collect();
             } else if self.rt().heap.wants_collection(0) {
-                crate::heap::gc::collect(self.rt(), crate::heap::gc::Reason::Threshold);
+                crate::runtime::roots::collect(self.rt(), crate::heap::gc::Reason::Threshold);
             }
         }
         if w & !COLLECT == 0 {
@@ -569,41 +238,6 @@ impl ThreadCtx {
         self.raise(f);
         self.trace.push(mh);
         true
-    }
-
-    /// Is there a pending exception?
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_null()
-    }
-
-    #[allow(dead_code)]
-    fn value_stack_capacity(&self) -> usize {
-        self.vs.capacity()
-    }
-}
-
-/// An approximation of the current native stack pointer.
-#[inline(always)]
-pub fn approx_sp() -> usize {
-    let x = 0u8;
-    std::hint::black_box(&x) as *const u8 as usize
-}
-
-/// Call a method through its slot.
-///
-/// # Safety
-/// `mh` must be a live method handle of this thread's runtime and `args` must
-/// hold at least `arg_count` slots of the right kinds.
-#[inline(always)]
-pub unsafe fn call_method(
-    thread: *mut ThreadCtx,
-    mh: *const MethodHandle,
-    args: *const u64,
-) -> u64 {
-    // SAFETY: `entry` always holds a valid EntryFn (set by the tables or the JIT).
-    unsafe {
-        let f: EntryFn = std::mem::transmute::<usize, EntryFn>((*mh).entry.load(Ordering::Acquire));
-        f(thread, mh, args)
     }
 }
 
@@ -734,12 +368,15 @@ pub struct Runtime {
     pub runnable: (u32, usize),
     threads: Mutex<Vec<Option<std::thread::JoinHandle<()>>>>,
     self_ref: OnceLock<Weak<Runtime>>,
-    /// Interpreter code owned by the runtime (see `crate::interp`).
-    pub interp_code: Vec<Box<crate::interp::Code>>,
-    /// JIT hook: the Cranelift tier, set by `crate::jit::install` in JIT mode.
-    pub jit: OnceLock<crate::jit::Jit>,
+    /// The resolved code of every method with a body (see [`resolve`]);
+    /// each `MethodHandle::code` points into it.
+    pub code: Vec<Box<crate::ir::Code>>,
+    /// The entry points of the tiers (supplied by the engine).
+    pub tiers: Tiers,
+    /// The compiling tier, once installed (the JIT in JIT mode).
+    pub compiled: OnceLock<Box<dyn CodeTier>>,
     /// The collector's state (roots, attached threads, statistics).
-    pub gc: crate::heap::gc::GcState,
+    pub gc: crate::runtime::roots::GcState,
     /// Natives bound by the embedding host (`crate::host`), by method.
     pub host_natives: HashMap<MemberId, HostNativeFn>,
     /// Interrupt requests (`safepoint::interrupt`).
@@ -771,36 +408,38 @@ unsafe impl Send for Runtime {}
 // SAFETY: as above.
 unsafe impl Sync for Runtime {}
 
-/// Why a program could not be set up after verification.
-#[derive(Clone, Debug)]
-pub struct SetupError(pub String);
+/// A tier that produces machine code, as the runtime sees it (the JIT
+/// implements it; the runtime does not name it).
+pub trait CodeTier: Send + Sync {
+    /// The method whose compiled code contains `pc`.
+    fn lookup(&self, pc: usize) -> Option<*const MethodHandle>;
+    /// How many methods it has compiled.
+    fn compile_count(&self) -> usize;
+    /// The tier itself (for its own module to downcast).
+    fn as_any(&self) -> &dyn std::any::Any;
+}
 
-impl fmt::Display for SetupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// What the runtime needs from the execution tiers, which it does not name
+/// (they are built on it): the engine (`crate::engine`) supplies them.
+#[derive(Clone, Copy)]
+pub struct Tiers {
+    /// The slot every method with a body starts with: the interpreter's
+    /// entry. The JIT also falls back to it when it cannot compile a method.
+    pub interp_entry: EntryFn,
 }
 
 impl Runtime {
-    /// Build the tables and interpreter code for a verified program.
+    /// Build the tables and resolved code for a verified program, binding
+    /// the host's natives, keyed by `(class, method)` (built-in natives take
+    /// precedence; the host checks for clashes before). Every method with a
+    /// body starts in `tiers.interp_entry`.
     pub fn new(
         program: Program,
         files: Vec<String>,
         verified: &crate::verify::Verified,
         opts: Options,
-    ) -> Result<Runtime, Vec<LoadError>> {
-        Runtime::with_host_natives(program, files, verified, opts, HashMap::new())
-    }
-
-    /// [`Runtime::new`], also binding the host's natives, keyed by
-    /// `(class, method)` (built-in natives take precedence; the host checks
-    /// for clashes before).
-    pub fn with_host_natives(
-        program: Program,
-        files: Vec<String>,
-        verified: &crate::verify::Verified,
-        opts: Options,
         host: HashMap<(String, String), HostNativeFn>,
+        tiers: Tiers,
     ) -> Result<Runtime, Vec<LoadError>> {
         let lookup = |c: &str, m: &str| {
             natives::lookup(c, m).or_else(|| {
@@ -816,6 +455,7 @@ impl Runtime {
                 })
             },
             &lookup,
+            tiers.interp_entry,
         )
         .map_err(|es| {
             es.into_iter()
@@ -831,16 +471,16 @@ impl Runtime {
                         class,
                         method,
                     },
-                    tables::TableError::MissingClass(c) => {
-                        LoadError::Setup(format!("missing class {c}"))
-                    }
+                    tables::TableError::MissingClass(c) => LoadError::MissingClass { class: c },
                 })
                 .collect::<Vec<_>>()
         })?;
         let need = |n: &str| {
-            tables
-                .class_named(&program, n)
-                .ok_or_else(|| vec![LoadError::Setup(format!("std class {n} is missing"))])
+            tables.class_named(&program, n).ok_or_else(|| {
+                vec![LoadError::StdMissing {
+                    name: format!("class {n}"),
+                }]
+            })
         };
         let string_class = need(crate::library::STRING)?;
         let mut fault_classes = Vec::new();
@@ -853,16 +493,26 @@ impl Runtime {
         let message_offset = program
             .find_field(exc, "message")
             .map(|f| tables.field(f).field_offset as usize)
-            .ok_or_else(|| vec![LoadError::Setup("Exception::message is missing".into())])?;
+            .ok_or_else(|| {
+                vec![LoadError::StdMissing {
+                    name: "Exception::message".into(),
+                }]
+            })?;
         let thread_class = need("Thread")?;
         let thread_id = program.class("Thread").expect("checked above");
         let thread_handle_offset = program
             .find_field(thread_id, "handle")
             .map(|f| tables.field(f).field_offset as usize)
-            .ok_or_else(|| vec![LoadError::Setup("Thread::handle is missing".into())])?;
-        let runnable_id = program
-            .class("Runnable")
-            .ok_or_else(|| vec![LoadError::Setup("Runnable is missing".into())])?;
+            .ok_or_else(|| {
+                vec![LoadError::StdMissing {
+                    name: "Thread::handle".into(),
+                }]
+            })?;
+        let runnable_id = program.class("Runnable").ok_or_else(|| {
+            vec![LoadError::StdMissing {
+                name: "Runnable".into(),
+            }]
+        })?;
         // SAFETY: descriptors are live while `tables` lives.
         let rid = unsafe { (*tables.class(runnable_id)).iface_id };
         let run_idx = program
@@ -870,7 +520,11 @@ impl Runtime {
             .methods
             .iter()
             .position(|m| m.name == "run")
-            .ok_or_else(|| vec![LoadError::Setup("Runnable::run is missing".into())])?;
+            .ok_or_else(|| {
+                vec![LoadError::StdMissing {
+                    name: "Runnable::run".into(),
+                }]
+            })?;
         let heap = Heap::new(opts.heap_max);
         let mut static_refs = Vec::new();
         for id in program.all_classes() {
@@ -884,7 +538,7 @@ impl Runtime {
                 }
             }
         }
-        let gc = crate::heap::gc::GcState::new(opts.gc_stress, opts.gc_log, static_refs);
+        let gc = crate::runtime::roots::GcState::new(opts.gc_stress, opts.gc_log, static_refs);
         let mut host_natives = HashMap::new();
         for id in program.all_classes() {
             let def = program.def(id);
@@ -920,14 +574,15 @@ impl Runtime {
             runnable: (rid, run_idx),
             threads: Mutex::new(Vec::new()),
             self_ref: OnceLock::new(),
-            interp_code: Vec::new(),
-            jit: OnceLock::new(),
+            code: Vec::new(),
+            tiers,
+            compiled: OnceLock::new(),
             gc,
             host_natives,
             interrupts: crate::safepoint::interrupt::InterruptState::new(),
         };
-        let code = crate::interp::prepare(&rt, verified).map_err(|e| vec![LoadError::Setup(e)])?;
-        rt.interp_code = code;
+        let code = resolve::prepare(&rt, verified).map_err(|e| vec![LoadError::Resolve(e)])?;
+        rt.code = code;
         Ok(rt)
     }
 
@@ -940,8 +595,8 @@ impl Runtime {
 
     /// A handle that interrupts this runtime's threads from any thread
     /// (see `safepoint::interrupt`); it does not keep the runtime alive.
-    pub fn interrupt_handle(self: &Arc<Self>) -> crate::safepoint::interrupt::InterruptHandle {
-        crate::safepoint::interrupt::InterruptHandle::new(self)
+    pub fn interrupt_handle(self: &Arc<Self>) -> crate::runtime::interrupt::InterruptHandle {
+        crate::runtime::interrupt::InterruptHandle::new(self)
     }
 
     /// The interned string object for a literal (equal literals, same object).
@@ -973,8 +628,9 @@ impl Runtime {
         size: u64,
         f: impl Fn() -> Result<*mut u8, HeapError>,
     ) -> Result<*mut u8, Fault> {
-        use crate::heap::gc::{collect, Reason};
-        if self.gc.stress || self.heap.wants_collection(size) {
+        use crate::heap::gc::Reason;
+        use roots::collect;
+        if self.gc.collector.stress || self.heap.wants_collection(size) {
             collect(self, Reason::Threshold);
         }
         match f() {
@@ -989,7 +645,7 @@ impl Runtime {
 
     /// A new string object (may collect: see [`Runtime::alloc_with`]).
     pub fn new_string(&self, bytes: &[u8]) -> Result<*mut u8, Fault> {
-        let size = crate::heap::STRING_DATA_OFFSET as u64 + bytes.len() as u64;
+        let size = crate::vm::object::STRING_DATA_OFFSET as u64 + bytes.len() as u64;
         // SAFETY: string_class is the live String descriptor.
         self.alloc_with(size, || unsafe {
             self.heap.new_string(self.string_class, bytes, false)
@@ -1023,13 +679,13 @@ impl Runtime {
     ) -> Result<*mut u8, Fault> {
         // SAFETY: caller contract.
         let size = unsafe { (*class).instance_size } as usize;
-        let c = match crate::heap::cached_class_of_object(size) {
-            Some(c) if !self.gc.stress => c,
+        let c = match crate::vm::object::cached_class_of_object(size) {
+            Some(c) if !self.gc.collector.stress => c,
             // SAFETY: caller contract.
             _ => return unsafe { self.alloc_object(class) },
         };
         if t.alloc_cache[c].is_null() {
-            let cell = crate::heap::SIZE_CLASSES[c];
+            let cell = crate::vm::object::SIZE_CLASSES[c];
             let batch = crate::heap::cache_batch(c);
             let head = self.alloc_with((cell * batch) as u64, || {
                 self.heap.take_cells(c, batch).map(|(h, _)| h)
@@ -1044,9 +700,9 @@ impl Runtime {
         // list), each at least `size` bytes, 8-aligned; unlinking it makes
         // it ours, and we zero it before publishing the class pointer.
         unsafe {
-            let h = p as *mut crate::heap::ObjHeader;
+            let h = p as *mut crate::vm::object::ObjHeader;
             t.alloc_cache[c] = (*h).tags as *mut u8;
-            std::ptr::write_bytes(p, 0, size.max(crate::heap::HEADER_SIZE));
+            std::ptr::write_bytes(p, 0, size.max(crate::vm::object::HEADER_SIZE));
             (*h).class = class;
         }
         Ok(p)
@@ -1097,11 +753,11 @@ impl Runtime {
     /// The method whose code contains `pc`: JIT machine code first, then
     /// interpreted bytecode ranges (the method lookup table).
     pub fn lookup(&self, pc: usize) -> Option<&MethodHandle> {
-        if let Some(m) = self.jit.get().and_then(|j| j.lookup(pc)) {
+        if let Some(m) = self.compiled.get().and_then(|j| j.lookup(pc)) {
             // SAFETY: handles in the JIT's table are live tables of this runtime.
             return Some(unsafe { &*m });
         }
-        let def = tables::lookup_method(&self.tables.lookup, pc)?;
+        let def = crate::vm::tables::lookup_method(&self.tables.lookup, pc)?;
         // SAFETY: definitions in the lookup table are live; `handle` is set for every method.
         unsafe { (*def).handle.as_ref() }
     }
@@ -1124,12 +780,12 @@ impl Runtime {
         self.flush_stdout();
         // SAFETY: `exc` is a live exception object; message is a string or null.
         let (class, msg) = unsafe {
-            let cd = crate::heap::class_of(exc);
+            let cd = crate::vm::object::class_of(exc);
             let m = *(exc.add(self.message_offset) as *const *const u8);
             let msg = if m.is_null() {
                 String::new()
             } else {
-                String::from_utf8_lossy(crate::heap::string_bytes(m)).into_owned()
+                String::from_utf8_lossy(crate::vm::object::string_bytes(m)).into_owned()
             };
             ((*cd).name().to_string(), msg)
         };
@@ -1189,7 +845,7 @@ impl Runtime {
                 let rt: Arc<Runtime> = me;
                 let mut ctx = ThreadCtx::new(&*rt, stack);
                 // SAFETY: `ctx` lives on this frame until after `_att` is dropped.
-                let _att = unsafe { crate::heap::gc::attach(&rt, &mut ctx) };
+                let _att = unsafe { crate::runtime::roots::attach(&rt, &mut ctx) };
                 ctx.roots.push(robj as *mut u8);
                 rt.gc.remove_start_root(robj as *mut u8);
                 let args = [robj as u64];
@@ -1237,7 +893,7 @@ impl Runtime {
     ) -> Option<*const MethodHandle> {
         // SAFETY: live object, so its class descriptor and slot tables are live.
         unsafe {
-            let cd = &*crate::heap::class_of(obj);
+            let cd = &*crate::vm::object::class_of(obj);
             if iface >= cd.islots_len {
                 return None;
             }
@@ -1250,10 +906,10 @@ impl Runtime {
     }
 
     /// Run every `cctor` (in load order) and then `main`; returns the exit code.
-    fn run_main(&self, main: MemberId, args: &[String]) -> i32 {
+    pub fn run_main(&self, main: MemberId, args: &[String]) -> i32 {
         let mut ctx = ThreadCtx::new(self, self.opts.stack_size);
         // SAFETY: `ctx` lives on this frame until after `_att` is dropped.
-        let _att = unsafe { crate::heap::gc::attach(self, &mut ctx) };
+        let _att = unsafe { crate::runtime::roots::attach(self, &mut ctx) };
         let uncaught = |ctx: &ThreadCtx| {
             // SAFETY: a pending exception is a live object; the trace holds live handles.
             unsafe { self.report_uncaught(ctx.pending, &ctx.trace) };
@@ -1296,7 +952,8 @@ impl Runtime {
                 match self.new_string(a.as_bytes()) {
                     // SAFETY: i < len; element slot i of the new array.
                     Ok(s) => unsafe {
-                        *(arr.add(crate::heap::ARRAY_DATA_OFFSET + 8 * i) as *mut *mut u8) = s;
+                        *(arr.add(crate::vm::object::ARRAY_DATA_OFFSET + 8 * i) as *mut *mut u8) =
+                            s;
                     },
                     Err(f) => {
                         ctx.raise(f);
@@ -1319,186 +976,9 @@ impl Runtime {
     }
 }
 
-#[allow(clippy::result_large_err)]
-/// Find the entry point: exactly one class of the program defines a static
-/// `main` (the main file's library is searched first).
-fn find_main(program: &Program, files: &[String]) -> Result<MemberId, LoadError> {
-    let last = program.libs.len().saturating_sub(1);
-    let file = files.get(last).cloned().unwrap_or_default();
-    let mut found = Vec::new();
-    for id in program.all_classes() {
-        if id.lib as usize != last {
-            continue;
-        }
-        for (i, m) in program.def(id).methods.iter().enumerate() {
-            if m.name == "main" && m.flags.is_static {
-                found.push(MemberId {
-                    class: id,
-                    index: i as u32,
-                });
-            }
-        }
-    }
-    match found.len() {
-        0 => Err(LoadError::NoMain { file }),
-        1 => {
-            let m = program.method(found[0]);
-            let ok_params = m.params.is_empty()
-                || (m.params.len() == 1
-                    && m.params[0].ty
-                        == TypeSig::Array(Box::new(TypeSig::class(crate::library::STRING))));
-            let ok_ret = matches!(m.ret, None | Some(TypeSig::Prim(crate::library::Prim::I32)));
-            if ok_params && ok_ret && m.has_body() {
-                Ok(found[0])
-            } else {
-                Err(LoadError::BadMain {
-                    file,
-                    line: m.line,
-                    class: program.def(found[0].class).name.clone(),
-                })
-            }
-        }
-        _ => Err(LoadError::MultipleMain {
-            file,
-            classes: found
-                .iter()
-                .map(|m| program.def(m.class).name.clone())
-                .collect(),
-        }),
-    }
-}
-
-fn print_errors(errs: &[LoadError]) {
-    let mut s = String::new();
-    for e in errs {
-        s.push_str(&e.to_string());
-        s.push('\n');
-    }
-    let _ = std::io::stderr().write_all(s.as_bytes());
-}
-
-/// Load, verify and run a program (see the module docs). Returns the exit
-/// code: 3 if it does not load or verify (nothing ran), 1 after an uncaught
-/// exception, else `main`'s result `& 0xFF`.
-pub fn run_file(path: &Path, args: &[String], opts: &Options) -> i32 {
-    let (program, files, verified) = match load::load_verified(path) {
-        Ok(x) => x,
-        Err(e) => {
-            print_errors(&e);
-            return 3;
-        }
-    };
-    let main = match find_main(&program, &files) {
-        Ok(m) => m,
-        Err(e) => {
-            print_errors(&[e]);
-            return 3;
-        }
-    };
-    let rt = match Runtime::new(program, files, &verified, opts.clone()) {
-        Ok(rt) => Arc::new(rt),
-        Err(e) => {
-            print_errors(&e);
-            return 3;
-        }
-    };
-    // JIT hook: in `ExecMode::Jit` every bytecode method's slot gets the
-    // compile stub (before any cctor runs); without a Cranelift backend for
-    // this host, everything stays in the interpreter.
-    if opts.mode == ExecMode::Jit {
-        if let Err(e) = crate::jit::install(&rt, verified) {
-            eprintln!("kiln: no JIT for this host ({e}); running in the interpreter");
-        }
-    }
-    let _ = rt.self_ref.set(Arc::downgrade(&rt));
-    let rt2 = Arc::clone(&rt);
-    let args = args.to_vec();
-    // The deadline counts from here; the watchdog is cancelled when main ends.
-    let watchdog = match opts.deadline {
-        Some(d) => match crate::safepoint::interrupt::Watchdog::start(rt.interrupt_handle(), d) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                eprintln!("kiln: cannot start the deadline watchdog: {e}");
-                return 2;
-            }
-        },
-        None => None,
-    };
-    let res = std::thread::Builder::new()
-        .name("kiln-main".into())
-        .stack_size(opts.stack_size)
-        .spawn(move || {
-            let code = rt2.run_main(main, &args);
-            rt2.flush_stdout();
-            code
-        })
-        .map(|h| h.join());
-    let code = match res {
-        Ok(Ok(c)) => c,
-        Ok(Err(_)) => {
-            eprintln!("kiln: internal error: the main thread panicked");
-            101
-        }
-        Err(e) => {
-            eprintln!("kiln: cannot start the main thread: {e}");
-            2
-        }
-    };
-    drop(watchdog);
-    rt.flush_stdout();
-    // Threads still running keep their own Arc; the process exits anyway.
-    code
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn trace_keeps_both_ends_and_counts_the_middle() {
-        let f = |i: usize| (i * 8) as *const MethodHandle;
-        let kept = |t: &Trace| t.frames().collect::<Vec<_>>();
-        // up to TRACE_MAX + TRACE_TAIL frames: all kept, none omitted
-        let mut t = Trace::default();
-        t.extend((1..=TRACE_MAX + TRACE_TAIL).map(f));
-        assert_eq!(
-            kept(&t),
-            (1..=TRACE_MAX + TRACE_TAIL).map(f).collect::<Vec<_>>()
-        );
-        assert_eq!(t.omitted(), 0);
-        // deeper: the innermost TRACE_MAX, a gap, the outermost TRACE_TAIL
-        t.extend((1..=5).map(|i| f(TRACE_MAX + TRACE_TAIL + i)));
-        let k = kept(&t);
-        assert_eq!(k.len(), TRACE_MAX + TRACE_TAIL);
-        assert_eq!((k[0], k[TRACE_MAX - 1]), (f(1), f(TRACE_MAX)));
-        assert_eq!(k[TRACE_MAX], f(TRACE_MAX + 6));
-        assert_eq!(*k.last().unwrap(), f(TRACE_MAX + TRACE_TAIL + 5));
-        assert_eq!((t.omitted(), t.omitted_at()), (5, TRACE_MAX));
-        let c = t.clone();
-        // a rethrown trace with a gap, rebuilt the way a native rethrow does
-        let mut r = Trace::default();
-        r.extend(c.frames().take(c.omitted_at()));
-        r.omit(c.omitted());
-        r.extend(c.frames().skip(c.omitted_at()));
-        assert_eq!(r, c);
-        // an omission after some tail frames folds them into the gap
-        let mut g = Trace::default();
-        g.push(f(1));
-        g.omit(3);
-        g.push(f(2));
-        g.push(f(3));
-        g.omit(2);
-        g.push(f(4));
-        assert_eq!(
-            (kept(&g), g.omitted_at(), g.omitted()),
-            (vec![f(1), f(4)], 1, 7)
-        );
-        g.omit(0);
-        assert_eq!(g.omitted(), 7);
-        t.clear();
-        assert!(t.frames().next().is_none() && t.omitted() == 0);
-        assert_eq!(c.omitted(), 5);
-    }
 
     fn run_src(name: &str, src: &str) -> i32 {
         let dir = std::env::temp_dir().join(format!("kiln-rt-test-{}", std::process::id()));
@@ -1510,7 +990,7 @@ mod tests {
             heap_max: 16 << 20,
             ..Options::default()
         };
-        run_file(&p, &[], &opts)
+        crate::engine::run_file(&p, &[], &opts)
     }
 
     #[test]

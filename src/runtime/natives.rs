@@ -12,8 +12,10 @@
 //! allocation). Natives that block (output, `Thread::join`) run inside
 //! `safepoint::native_scope`.
 
-use super::{Fault, FaultKind, ThreadCtx};
-use crate::heap::{string_bytes, StrHeader};
+use crate::vm::fault::{Fault, FaultKind};
+
+use crate::vm::object::{string_bytes, StrHeader};
+use crate::vm::thread::ThreadCtx;
 use std::io::Write;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -188,7 +190,7 @@ fn std_clock_ns(_t: &mut ThreadCtx, _a: &[u64]) -> Result<u64, Fault> {
 
 fn std_gc(t: &mut ThreadCtx, _a: &[u64]) -> Result<u64, Fault> {
     // The caller is at a call safepoint: its frames' references are in their slots.
-    crate::heap::gc::collect(t.rt(), crate::heap::gc::Reason::Explicit);
+    crate::runtime::roots::collect(t.rt(), crate::heap::gc::Reason::Explicit);
     Ok(0)
 }
 

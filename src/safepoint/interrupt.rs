@@ -13,7 +13,7 @@
 //! path (the interpreter loads the word; compiled code tests the byte its
 //! poll loaded, the interrupt hint that [`InterruptWord`] keeps set while
 //! any word is, and only then loads the word), an ordinary call
-//! ([`ThreadCtx::take_interrupt`](crate::runtime::ThreadCtx::take_interrupt))
+//! (`ThreadCtx::take_interrupt`, in `runtime`)
 //! that clears the word and makes an `InterruptedException` pending, so
 //! `catch`/`finally`/propagation and the stack trace work as for any
 //! exception. The signal handler itself is unchanged: the word is written by
@@ -40,11 +40,9 @@
 //!   nothing to do at the next poll.
 
 use super::SafepointError;
-use crate::runtime::{Runtime, ThreadCtx};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A thread's interrupt word (`ThreadCtx::interrupt`): 0, or the
 /// [`Reason`] to throw at the next poll. Compiled code reads it at a fixed
@@ -169,14 +167,14 @@ impl Reason {
 #[derive(Debug, Default)]
 pub struct InterruptState {
     /// Requests made so far (the interrupt epoch).
-    requests: AtomicU64,
+    pub(crate) requests: AtomicU64,
     /// The reason of a request no attached thread received (0: none).
-    pending: AtomicU32,
+    pub(crate) pending: AtomicU32,
     /// Threads that received a request (sum over requests).
-    delivered: AtomicU64,
+    pub(crate) delivered: AtomicU64,
     /// A deadline request was made: every thread that attaches from now on
     /// is interrupted with [`Reason::Deadline`].
-    expired: AtomicBool,
+    pub(crate) expired: AtomicBool,
 }
 
 impl InterruptState {
@@ -205,16 +203,16 @@ impl InterruptState {
         self.expired.load(Ordering::SeqCst)
     }
 
-    /// Called when a thread attaches with context `ctx` (after it is in the
-    /// collector's attached list): it consumes a pending request, and after
-    /// a deadline it is interrupted at once.
-    pub fn on_attach(&self, ctx: &ThreadCtx) {
+    /// Called when a thread attaches with interrupt word `word` (after it
+    /// is in the collector's attached list): it consumes a pending request,
+    /// and after a deadline it is interrupted at once.
+    pub fn on_attach(&self, word: &InterruptWord) {
         let mut r = self.pending.swap(0, Ordering::SeqCst);
         if self.expired.load(Ordering::SeqCst) {
             r = r.max(Reason::Deadline as u32);
         }
         if r != 0 {
-            ctx.interrupt.raise(r);
+            word.raise(r);
         }
     }
 }
@@ -245,161 +243,6 @@ pub struct Delivery {
     /// Attached threads that received it (0: it stays pending for the next
     /// thread that attaches).
     pub threads: usize,
-}
-
-/// Interrupt every thread attached to `rt` (see the module docs). Blocks for
-/// one stop-the-world; callable from any thread, registered or not, also
-/// from a thread running `rt`'s code (which then throws at its own next
-/// poll). Must not be called inside a `stop_the_world` callback.
-pub fn request(rt: &Runtime, reason: Reason) -> Result<Delivery, InterruptError> {
-    let st = &rt.interrupts;
-    let epoch = st.requests.fetch_add(1, Ordering::SeqCst) + 1;
-    if reason == Reason::Deadline {
-        // Before the stop: a thread attaching after it must see this.
-        st.expired.store(true, Ordering::SeqCst);
-    }
-    let deliver = || {
-        let mut n = 0usize;
-        rt.gc.for_each_attached(|ctx| {
-            // SAFETY: an attached context stays alive while it is in the
-            // attached list, which `for_each_attached` holds locked.
-            unsafe { &*ctx }.interrupt.raise(reason as u32);
-            n += 1;
-        });
-        if n == 0 {
-            st.pending.fetch_max(reason as u32, Ordering::SeqCst);
-        } else {
-            st.pending.store(0, Ordering::SeqCst);
-        }
-        st.delivered.fetch_add(n as u64, Ordering::SeqCst);
-        n
-    };
-    if super::init().is_err() {
-        // No polling page: nothing compiled polls, the interpreter's polls
-        // are plain loads. The words are atomics, so store them directly.
-        let n = deliver();
-        return Ok(Delivery { epoch, threads: n });
-    }
-    let _guard = if super::is_registered() {
-        None
-    } else {
-        Some(super::register_thread().map_err(InterruptError::Safepoint)?)
-    };
-    let n = super::stop_the_world(|_threads| deliver()).map_err(InterruptError::Safepoint)?;
-    Ok(Delivery { epoch, threads: n })
-}
-
-/// A handle that interrupts one runtime's threads; `Clone + Send + Sync`.
-/// It does not keep the runtime alive: once the runtime is dropped,
-/// [`InterruptHandle::interrupt`] does nothing and returns `Ok(None)`.
-#[derive(Clone, Debug)]
-pub struct InterruptHandle {
-    rt: Weak<Runtime>,
-}
-
-impl InterruptHandle {
-    /// A handle for `rt`.
-    pub fn new(rt: &Arc<Runtime>) -> InterruptHandle {
-        InterruptHandle {
-            rt: Arc::downgrade(rt),
-        }
-    }
-
-    /// Interrupt every thread running the runtime's code: each throws
-    /// `InterruptedException` at its next safepoint poll (see [`request`]).
-    /// Returns what was delivered, or `None` if the runtime is gone.
-    pub fn interrupt(&self) -> Result<Option<Delivery>, InterruptError> {
-        self.interrupt_with(Reason::Interrupt)
-    }
-
-    /// [`InterruptHandle::interrupt`] with a given reason.
-    pub fn interrupt_with(&self, reason: Reason) -> Result<Option<Delivery>, InterruptError> {
-        match self.rt.upgrade() {
-            Some(rt) => request(&rt, reason).map(Some),
-            None => Ok(None),
-        }
-    }
-}
-
-/// A deadline: a thread that interrupts the runtime with
-/// [`Reason::Deadline`] once `limit` has passed since [`Watchdog::start`],
-/// unless the watchdog is dropped (or [`Watchdog::cancel`]led) first.
-/// Dropping it cancels and joins the thread.
-pub struct Watchdog {
-    shared: Arc<(Mutex<bool>, Condvar)>,
-    fired: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Watchdog {
-    /// Start a watchdog for `handle`'s runtime. Fails only if the OS cannot
-    /// start a thread.
-    pub fn start(handle: InterruptHandle, limit: Duration) -> std::io::Result<Watchdog> {
-        let shared = Arc::new((Mutex::new(false), Condvar::new()));
-        let fired = Arc::new(AtomicBool::new(false));
-        let (s2, f2) = (Arc::clone(&shared), Arc::clone(&fired));
-        let start = Instant::now();
-        let thread = std::thread::Builder::new()
-            .name("kiln-deadline".into())
-            .spawn(move || {
-                let (lock, cv) = &*s2;
-                let mut cancelled = lock.lock().unwrap_or_else(|e| e.into_inner());
-                loop {
-                    if *cancelled {
-                        return;
-                    }
-                    let left = limit.saturating_sub(start.elapsed());
-                    if left.is_zero() {
-                        break;
-                    }
-                    cancelled = cv
-                        .wait_timeout(cancelled, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
-                drop(cancelled);
-                f2.store(true, Ordering::SeqCst);
-                // An error here means the safepoint mechanism is broken;
-                // the deadline cannot be enforced and there is nobody to
-                // report to but stderr.
-                if let Err(e) = handle.interrupt_with(Reason::Deadline) {
-                    eprintln!("kiln: deadline: {e}");
-                }
-            })?;
-        Ok(Watchdog {
-            shared,
-            fired,
-            thread: Some(thread),
-        })
-    }
-
-    /// Whether the deadline has passed and the interrupt was requested.
-    pub fn fired(&self) -> bool {
-        self.fired.load(Ordering::SeqCst)
-    }
-
-    /// Cancel the deadline (no interrupt if it has not fired yet) and wait
-    /// for the watchdog thread to end.
-    pub fn cancel(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        {
-            let (lock, cv) = &*self.shared;
-            *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-            cv.notify_all();
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Parse a deadline: a positive integer with a unit `ms`, `s` or `m`

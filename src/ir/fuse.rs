@@ -33,8 +33,8 @@
 
 use super::{AOp, Cmp, Code, Kind, Src, I};
 use crate::bytecode::Op;
-use crate::runtime::tables::ClassDesc;
-use crate::runtime::tables::MethodHandle;
+use crate::vm::tables::ClassDesc;
+use crate::vm::tables::MethodHandle;
 
 /// Pure binary operations (cannot fault) that fused instructions apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,297 +129,206 @@ pub fn bin(op: Bin, a: u64, b: u64) -> u64 {
     }
 }
 
-/// One instruction of the interpreter's executable form: the plain
-/// instructions of [`I`] (same names and meaning) and the fused and
-/// specialised forms. Local indices are frame slot indices (arguments
-/// first), as in [`I::Ld`] / [`I::St`].
-#[derive(Clone, Copy, Debug)]
-#[allow(missing_docs)]
-pub enum X {
-    // The plain instructions (the variants of `I`, flattened so that
-    // dispatch is one jump on one tag).
-    Nop,
-    /// Never executed (verifier: unreachable).
-    Unreachable,
-    Const(u64),
-    Ld(u32),
-    St(u32),
-    StU8(u32),
-    StBool(u32),
-    Dup,
-    Pop,
-    AddI32,
-    SubI32,
-    MulI32,
-    DivI32,
-    RemI32,
-    DivUnI32,
-    RemUnI32,
-    NegI32,
-    AddI64,
-    SubI64,
-    MulI64,
-    DivI64,
-    RemI64,
-    DivUnI64,
-    RemUnI64,
-    NegI64,
-    AddF32,
-    SubF32,
-    MulF32,
-    DivF32,
-    RemF32,
-    NegF32,
-    AddF64,
-    SubF64,
-    MulF64,
-    DivF64,
-    RemF64,
-    NegF64,
-    And,
-    Or,
-    Xor,
-    Not,
-    ShlI32,
-    ShrI32,
-    ShrUnI32,
-    ShlI64,
-    ShrI64,
-    ShrUnI64,
-    Cmp(Cmp),
-    Conv(Src, Op),
-    Br(u32),
-    Brtrue(u32),
-    Brfalse(u32),
-    BrCmp(Cmp, u32),
-    Switch {
-        start: u32,
-        len: u32,
-    },
-    Ret(Kind),
-    RetVoid,
-    Call {
-        mh: *const MethodHandle,
-        nargs: u16,
-        ret: bool,
-        this: bool,
-    },
-    CallVirt {
-        slot: u32,
-        nargs: u16,
-        ret: bool,
-    },
-    CallIface {
-        iface: u32,
-        idx: u16,
-        nargs: u16,
-        ret: bool,
-    },
-    Newobj {
-        mh: *const MethodHandle,
-        nargs: u16,
-    },
-    Ldfld(u32, Kind),
-    Stfld(u32, Kind),
-    Ldsfld(*mut u8, Kind),
-    Stsfld(*mut u8, Kind),
-    Isinst(*const ClassDesc),
-    Castclass(*const ClassDesc),
-    Newarr(*const ClassDesc),
-    Ldlen,
-    Ldelem(Kind, u8),
-    Stelem(Kind, u8),
-    Atomic {
-        op: AOp,
-        kind: Kind,
-        off: u32,
-    },
-    AtomicS {
-        op: AOp,
-        kind: Kind,
-        addr: *mut u8,
-    },
-    Throw,
-    Rethrow,
-    Leave(u32),
-    Endfinally,
-    /// A call of the runtime's own `Std::sqrt` native: `f64` square root
-    /// (IEEE, correctly rounded, as the native computes it).
-    SqrtF64,
-    /// `ldloc a; ldloc b`.
-    LdLd(u32, u32),
-    /// `ldloc a; ldfld f` (`off`, `k`: the field).
-    LdFld {
-        /// The local holding the object.
-        a: u32,
-        /// Field byte offset.
-        off: u32,
-        /// Field kind.
-        k: Kind,
-    },
-    /// `ldloc a; ldfld f` for an 8-byte plain field.
-    LdFldW {
-        /// The local holding the object.
-        a: u32,
-        /// Field byte offset.
-        off: u32,
-    },
-    /// `ldfld` of an 8-byte plain field (byte offset).
-    LdfldW(u32),
-    /// `ldfld` of an `i32`/`char` field (byte offset).
-    LdfldI(u32),
-    /// `stfld` of an 8-byte plain field (byte offset).
-    StfldW(u32),
-    /// `stfld` of an `i32`/`char` field (byte offset).
-    StfldI(u32),
-    /// `ldelem` of `i32`/`char` elements.
-    LdelemI32,
-    /// `ldelem` of `u8`/`bool` elements.
-    LdelemU8,
-    /// `ldelem` of 8-byte plain elements.
-    LdelemW64,
-    /// `stelem` of `i32`/`char` elements.
-    StelemI32,
-    /// `stelem` of `bool` elements.
-    StelemBool,
-    /// `stelem` of `u8` elements.
-    StelemU8,
-    /// `stelem` of 8-byte plain elements.
-    StelemW64,
-    /// `ldloc a; ldloc b; blt t` on integers, references or pointers
-    /// (signed 64-bit order of the slot values, as [`Cmp::Lt`]).
-    BrLtLL {
-        /// Left operand's local.
-        a: u16,
-        /// Right operand's local.
-        b: u16,
-        /// Target instruction index.
-        t: u32,
-    },
-    /// `ldloc a; ldloc b; bge t` (as [`Cmp::Ge`]).
-    BrGeLL {
-        /// Left operand's local.
-        a: u16,
-        /// Right operand's local.
-        b: u16,
-        /// Target instruction index.
-        t: u32,
-    },
-    /// `ldloc a; ldloc b; add; stloc c` on `i32`.
-    AddI32LLSt {
-        /// Left operand's local.
-        a: u16,
-        /// Right operand's local.
-        b: u16,
-        /// Destination local.
-        c: u16,
-    },
-    /// `ldloc a; ldc.i32 k; add; stloc c` on `i32` (also `sub` of `-k`).
-    AddI32LCSt {
-        /// Operand's local.
-        a: u16,
-        /// Destination local.
-        c: u16,
-        /// The constant.
-        k: i32,
-    },
-    /// `ldloc a; ldloc b; <op>`.
-    BinLL {
-        /// The operation.
-        op: Bin,
-        /// Left operand's local.
-        a: u16,
-        /// Right operand's local.
-        b: u16,
-    },
-    /// `ldloc a; ldloc b; <op>; stloc c`.
-    BinLLSt {
-        /// The operation.
-        op: Bin,
-        /// Left operand's local.
-        a: u16,
-        /// Right operand's local.
-        b: u16,
-        /// Destination local.
-        c: u16,
-    },
-    /// `ldloc a; ldc k; <op>`.
-    BinLC {
-        /// The operation.
-        op: Bin,
-        /// Left operand's local.
-        a: u16,
-        /// The constant (slot value).
-        k: u64,
-    },
-    /// `ldloc a; ldc k; <op>; stloc c`.
-    BinLCSt {
-        /// The operation.
-        op: Bin,
-        /// Left operand's local.
-        a: u16,
-        /// Destination local.
-        c: u16,
-        /// The constant (slot value).
-        k: u64,
-    },
-    /// `ldloc b; <op>` (left operand on the stack).
-    BinSL {
-        /// The operation.
-        op: Bin,
-        /// Right operand's local.
-        b: u32,
-    },
-    /// `ldloc b; <op>; stloc c` (left operand on the stack).
-    BinSLSt {
-        /// The operation.
-        op: Bin,
-        /// Right operand's local.
-        b: u16,
-        /// Destination local.
-        c: u16,
-    },
-    /// `<op>; stloc c` (both operands on the stack).
-    BinSt {
-        /// The operation.
-        op: Bin,
-        /// Destination local.
-        c: u32,
-    },
-    /// `ldloc a; ldloc b; b<c> t`.
-    BrLL {
-        /// The condition.
-        c: Cmp,
-        /// Left operand's local.
-        a: u16,
-        /// Right operand's local.
-        b: u16,
-        /// Target instruction index.
-        t: u32,
-    },
-    /// `ldloc a; ldc k; b<c> t`.
-    BrLC {
-        /// The condition.
-        c: Cmp,
-        /// Left operand's local.
-        a: u16,
-        /// Target instruction index.
-        t: u32,
-        /// The constant (slot value).
-        k: u64,
-    },
-    /// `ldloc a; ldloc i; ldelem` (`k`, `size`: the element).
-    LdElemLL {
-        /// The local holding the array.
-        a: u16,
-        /// The local holding the index.
-        i: u16,
-        /// Element kind.
-        k: Kind,
-        /// Element size in bytes.
-        size: u8,
-    },
+macro_rules! define_x {
+    ($( $(#[$doc:meta])* $name:ident $( ( $($a:ident : $t:ty),* ) )? $( { $($f:ident : $ft:ty),* } )? ,)*) => {
+        /// One instruction of the interpreter's executable form: the plain
+        /// instructions of [`I`] (same names and meaning) and the fused and
+        /// specialised forms. Local indices are frame slot indices (arguments
+        /// first), as in [`I::Ld`] / [`I::St`].
+        #[derive(Clone, Copy, Debug)]
+        #[allow(missing_docs)]
+        pub enum X {
+            // The plain instructions: the variants of `I` (the same table),
+            // flattened so that dispatch is one jump on one tag.
+            $( $(#[$doc])* $name $( ( $($t),* ) )? $( { $($f: $ft),* } )? ,)*
+            /// A call of the runtime's own `Std::sqrt` native: `f64` square root
+            /// (IEEE, correctly rounded, as the native computes it).
+            SqrtF64,
+            /// `ldloc a; ldloc b`.
+            LdLd(u32, u32),
+            /// `ldloc a; ldfld f` (`off`, `k`: the field).
+            LdFld {
+                /// The local holding the object.
+                a: u32,
+                /// Field byte offset.
+                off: u32,
+                /// Field kind.
+                k: Kind,
+            },
+            /// `ldloc a; ldfld f` for an 8-byte plain field.
+            LdFldW {
+                /// The local holding the object.
+                a: u32,
+                /// Field byte offset.
+                off: u32,
+            },
+            /// `ldfld` of an 8-byte plain field (byte offset).
+            LdfldW(u32),
+            /// `ldfld` of an `i32`/`char` field (byte offset).
+            LdfldI(u32),
+            /// `stfld` of an 8-byte plain field (byte offset).
+            StfldW(u32),
+            /// `stfld` of an `i32`/`char` field (byte offset).
+            StfldI(u32),
+            /// `ldelem` of `i32`/`char` elements.
+            LdelemI32,
+            /// `ldelem` of `u8`/`bool` elements.
+            LdelemU8,
+            /// `ldelem` of 8-byte plain elements.
+            LdelemW64,
+            /// `stelem` of `i32`/`char` elements.
+            StelemI32,
+            /// `stelem` of `bool` elements.
+            StelemBool,
+            /// `stelem` of `u8` elements.
+            StelemU8,
+            /// `stelem` of 8-byte plain elements.
+            StelemW64,
+            /// `ldloc a; ldloc b; blt t` on integers, references or pointers
+            /// (signed 64-bit order of the slot values, as [`Cmp::Lt`]).
+            BrLtLL {
+                /// Left operand's local.
+                a: u16,
+                /// Right operand's local.
+                b: u16,
+                /// Target instruction index.
+                t: u32,
+            },
+            /// `ldloc a; ldloc b; bge t` (as [`Cmp::Ge`]).
+            BrGeLL {
+                /// Left operand's local.
+                a: u16,
+                /// Right operand's local.
+                b: u16,
+                /// Target instruction index.
+                t: u32,
+            },
+            /// `ldloc a; ldloc b; add; stloc c` on `i32`.
+            AddI32LLSt {
+                /// Left operand's local.
+                a: u16,
+                /// Right operand's local.
+                b: u16,
+                /// Destination local.
+                c: u16,
+            },
+            /// `ldloc a; ldc.i32 k; add; stloc c` on `i32` (also `sub` of `-k`).
+            AddI32LCSt {
+                /// Operand's local.
+                a: u16,
+                /// Destination local.
+                c: u16,
+                /// The constant.
+                k: i32,
+            },
+            /// `ldloc a; ldloc b; <op>`.
+            BinLL {
+                /// The operation.
+                op: Bin,
+                /// Left operand's local.
+                a: u16,
+                /// Right operand's local.
+                b: u16,
+            },
+            /// `ldloc a; ldloc b; <op>; stloc c`.
+            BinLLSt {
+                /// The operation.
+                op: Bin,
+                /// Left operand's local.
+                a: u16,
+                /// Right operand's local.
+                b: u16,
+                /// Destination local.
+                c: u16,
+            },
+            /// `ldloc a; ldc k; <op>`.
+            BinLC {
+                /// The operation.
+                op: Bin,
+                /// Left operand's local.
+                a: u16,
+                /// The constant (slot value).
+                k: u64,
+            },
+            /// `ldloc a; ldc k; <op>; stloc c`.
+            BinLCSt {
+                /// The operation.
+                op: Bin,
+                /// Left operand's local.
+                a: u16,
+                /// Destination local.
+                c: u16,
+                /// The constant (slot value).
+                k: u64,
+            },
+            /// `ldloc b; <op>` (left operand on the stack).
+            BinSL {
+                /// The operation.
+                op: Bin,
+                /// Right operand's local.
+                b: u32,
+            },
+            /// `ldloc b; <op>; stloc c` (left operand on the stack).
+            BinSLSt {
+                /// The operation.
+                op: Bin,
+                /// Right operand's local.
+                b: u16,
+                /// Destination local.
+                c: u16,
+            },
+            /// `<op>; stloc c` (both operands on the stack).
+            BinSt {
+                /// The operation.
+                op: Bin,
+                /// Destination local.
+                c: u32,
+            },
+            /// `ldloc a; ldloc b; b<c> t`.
+            BrLL {
+                /// The condition.
+                c: Cmp,
+                /// Left operand's local.
+                a: u16,
+                /// Right operand's local.
+                b: u16,
+                /// Target instruction index.
+                t: u32,
+            },
+            /// `ldloc a; ldc k; b<c> t`.
+            BrLC {
+                /// The condition.
+                c: Cmp,
+                /// Left operand's local.
+                a: u16,
+                /// Target instruction index.
+                t: u32,
+                /// The constant (slot value).
+                k: u64,
+            },
+            /// `ldloc a; ldloc i; ldelem` (`k`, `size`: the element).
+            LdElemLL {
+                /// The local holding the array.
+                a: u16,
+                /// The local holding the index.
+                i: u16,
+                /// Element kind.
+                k: Kind,
+                /// Element size in bytes.
+                size: u8,
+            },
+        }
+
+        /// The plain form of `i` in the executable form.
+        fn flat(i: I) -> X {
+            match i {
+                $( I::$name $( ( $($a),* ) )? $( { $($f),* } )? => X::$name $( ( $($a),* ) )? $( { $($f),* } )? ,)*
+            }
+        }
+    };
 }
+
+crate::for_each_insn!(define_x);
 
 impl X {
     /// How many plain instructions this one covers.
@@ -622,106 +531,4 @@ fn fuse_at(
         }
     }
     None
-}
-
-/// The plain instruction `i` in the executable form.
-fn flat(i: I) -> X {
-    match i {
-        I::Nop => X::Nop,
-        I::Unreachable => X::Unreachable,
-        I::Const(a0) => X::Const(a0),
-        I::Ld(a0) => X::Ld(a0),
-        I::St(a0) => X::St(a0),
-        I::StU8(a0) => X::StU8(a0),
-        I::StBool(a0) => X::StBool(a0),
-        I::Dup => X::Dup,
-        I::Pop => X::Pop,
-        I::AddI32 => X::AddI32,
-        I::SubI32 => X::SubI32,
-        I::MulI32 => X::MulI32,
-        I::DivI32 => X::DivI32,
-        I::RemI32 => X::RemI32,
-        I::DivUnI32 => X::DivUnI32,
-        I::RemUnI32 => X::RemUnI32,
-        I::NegI32 => X::NegI32,
-        I::AddI64 => X::AddI64,
-        I::SubI64 => X::SubI64,
-        I::MulI64 => X::MulI64,
-        I::DivI64 => X::DivI64,
-        I::RemI64 => X::RemI64,
-        I::DivUnI64 => X::DivUnI64,
-        I::RemUnI64 => X::RemUnI64,
-        I::NegI64 => X::NegI64,
-        I::AddF32 => X::AddF32,
-        I::SubF32 => X::SubF32,
-        I::MulF32 => X::MulF32,
-        I::DivF32 => X::DivF32,
-        I::RemF32 => X::RemF32,
-        I::NegF32 => X::NegF32,
-        I::AddF64 => X::AddF64,
-        I::SubF64 => X::SubF64,
-        I::MulF64 => X::MulF64,
-        I::DivF64 => X::DivF64,
-        I::RemF64 => X::RemF64,
-        I::NegF64 => X::NegF64,
-        I::And => X::And,
-        I::Or => X::Or,
-        I::Xor => X::Xor,
-        I::Not => X::Not,
-        I::ShlI32 => X::ShlI32,
-        I::ShrI32 => X::ShrI32,
-        I::ShrUnI32 => X::ShrUnI32,
-        I::ShlI64 => X::ShlI64,
-        I::ShrI64 => X::ShrI64,
-        I::ShrUnI64 => X::ShrUnI64,
-        I::Cmp(a0) => X::Cmp(a0),
-        I::Conv(a0, a1) => X::Conv(a0, a1),
-        I::Br(a0) => X::Br(a0),
-        I::Brtrue(a0) => X::Brtrue(a0),
-        I::Brfalse(a0) => X::Brfalse(a0),
-        I::BrCmp(a0, a1) => X::BrCmp(a0, a1),
-        I::Switch { start, len } => X::Switch { start, len },
-        I::Ret(a0) => X::Ret(a0),
-        I::RetVoid => X::RetVoid,
-        I::Call {
-            mh,
-            nargs,
-            ret,
-            this,
-        } => X::Call {
-            mh,
-            nargs,
-            ret,
-            this,
-        },
-        I::CallVirt { slot, nargs, ret } => X::CallVirt { slot, nargs, ret },
-        I::CallIface {
-            iface,
-            idx,
-            nargs,
-            ret,
-        } => X::CallIface {
-            iface,
-            idx,
-            nargs,
-            ret,
-        },
-        I::Newobj { mh, nargs } => X::Newobj { mh, nargs },
-        I::Ldfld(a0, a1) => X::Ldfld(a0, a1),
-        I::Stfld(a0, a1) => X::Stfld(a0, a1),
-        I::Ldsfld(a0, a1) => X::Ldsfld(a0, a1),
-        I::Stsfld(a0, a1) => X::Stsfld(a0, a1),
-        I::Isinst(a0) => X::Isinst(a0),
-        I::Castclass(a0) => X::Castclass(a0),
-        I::Newarr(a0) => X::Newarr(a0),
-        I::Ldlen => X::Ldlen,
-        I::Ldelem(a0, a1) => X::Ldelem(a0, a1),
-        I::Stelem(a0, a1) => X::Stelem(a0, a1),
-        I::Atomic { op, kind, off } => X::Atomic { op, kind, off },
-        I::AtomicS { op, kind, addr } => X::AtomicS { op, kind, addr },
-        I::Throw => X::Throw,
-        I::Rethrow => X::Rethrow,
-        I::Leave(a0) => X::Leave(a0),
-        I::Endfinally => X::Endfinally,
-    }
 }
