@@ -14,8 +14,8 @@ pub mod fuse;
 pub mod insn;
 pub mod value;
 
-pub use code::{is_leaf, Code, Region};
 pub(crate) use code::is_sqrt;
+pub use code::{is_leaf, Code, Region};
 pub use eh::EhState;
 pub use fuse::{Bin, X};
 pub use insn::I;
