@@ -1,6 +1,6 @@
 //! The instruction set, defined once.
 //!
-//! [`for_each_op!`] is the single table of every kasm instruction: its Rust
+//! [`for_each_op!`](crate::for_each_op) is the single table of every kasm instruction: its Rust
 //! name, its kasm mnemonic, its byte encoding and the kind of operand it takes.
 //! The encoder, the decoder, the assembler's mnemonic lookup, the disassembler
 //! and the verifier all derive from it; nothing else lists opcodes.

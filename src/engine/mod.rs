@@ -48,7 +48,7 @@ pub fn new_runtime_with_host_natives(
 /// JIT mode for `rt`: every bytecode method's slot gets the compile stub
 /// (before any cctor runs). `Err` (nothing changed) if Cranelift has no
 /// backend for this host.
-pub fn install_jit(rt: &Runtime, verified: Verified) -> Result<(), String> {
+pub fn install_jit(rt: &Runtime, verified: Verified) -> Result<(), crate::jit::JitError> {
     crate::jit::install(rt, verified)
 }
 

@@ -1,4 +1,4 @@
-//! The binary library format `.klib`: [`write`], [`read`] and [`inspect`].
+//! The binary library format `.klib`: [`write`](fn@write), [`read`] and [`inspect`].
 //!
 //! A `.klib` file is a fixed 36-byte header followed by three sections in a
 //! fixed order: the string heap, the metadata tables and the code section.
@@ -15,7 +15,7 @@
 //! constant is a `u32` index into the string heap.
 //!
 //! Invariants:
-//! - [`write`] is deterministic: the same [`Library`] always gives the same
+//! - [`write`](fn@write) is deterministic: the same [`Library`] always gives the same
 //!   bytes (no hash-map iteration order reaches the output).
 //! - The encoding is canonical: every [`Library`] that satisfies the
 //!   structural rules below has exactly one encoding, and the reader rejects
@@ -41,7 +41,7 @@
 //! - a field that is `private mutable(self)` is stored with the field flags of
 //!   kasm.md, in which it means `private mutable`, and reads back as
 //!   [`Mutability::Mutable`](crate::library::Mutability::Mutable);
-//! - no string and no table is longer than `u32::MAX` (else [`write`] panics).
+//! - no string and no table is longer than `u32::MAX` (else [`write`](fn@write) panics).
 //!
 //! Size cap: [`read`] refuses any input longer than [`MAX_LIBRARY_SIZE`]
 //! ([`FormatError::TooLarge`]) before parsing anything, and [`read_file`]

@@ -1,5 +1,5 @@
 //! The resolved method: [`Code`] (instructions, regions, stack maps) and
-//! the analyses both tiers share ([`is_leaf`], [`is_sqrt`]).
+//! the analyses both tiers share ([`is_leaf`], `is_sqrt`).
 //!
 //! Invariants: `Code` is built once per method by the runtime's resolution
 //! (`runtime::resolve`) from the verifier's output and never changes after;
@@ -111,7 +111,7 @@ unsafe impl Send for Code {}
 unsafe impl Sync for Code {}
 
 /// Is this method a **leaf**: no call other than an intrinsic
-/// ([`is_sqrt`]), no allocation (`newobj`, `newarr`), no backward branch
+/// (`is_sqrt`), no allocation (`newobj`, `newarr`), no backward branch
 /// (`br*`, `switch` or `leave` to an earlier or the same instruction) and
 /// no protected region (so no handler can send control back either)? Every
 /// execution of a leaf is bounded by its length, so it needs no safepoint

@@ -1,6 +1,6 @@
 //! The exception-region state machine both tiers run: finding a handler for
-//! a thrown exception ([`dispatch`]), the `finally` blocks a `leave` passes
-//! ([`next_finally`]), and the per-frame state ([`Cont`], [`Caught`], kept in
+//! a thrown exception (`dispatch`), the `finally` blocks a `leave` passes
+//! (`next_finally`), and the per-frame state (`Cont`, `Caught`, kept in
 //! `code::EhState`) that `endfinally` and `rethrow` continue from.
 //!
 //! Invariant: regions are innermost first; a continuation or caught

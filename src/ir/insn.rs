@@ -1,4 +1,4 @@
-//! The resolved instruction set, defined once ([`for_each_insn!`]): what
+//! The resolved instruction set, defined once ([`for_each_insn!`](crate::for_each_insn)): what
 //! both tiers consume. [`I`] is generated from the table; the interpreter's
 //! executable form (`fuse::X`) takes the same variants from it and adds its
 //! superinstructions, so the two cannot drift apart.

@@ -18,6 +18,7 @@
 //! for the runtime's lifetime, which is also the code's lifetime.
 
 use super::helpers;
+use super::JitError;
 use crate::ir::Kind;
 use crate::vm::object::{
     ARRAY_DATA_OFFSET, ARRAY_LEN_OFFSET, HEADER_SIZE, OBJ_CLASS_OFFSET, OBJ_TAGS_OFFSET,
@@ -608,7 +609,7 @@ impl FuncEnv {
 
     /// The method's safepoint table from the sites emitted (sorted by
     /// position; a position recorded twice must name the same slots).
-    pub fn safepoint_table(&self) -> Result<SafepointTable, String> {
+    pub fn safepoint_table(&self) -> Result<SafepointTable, JitError> {
         let mut sites: Vec<&(u32, SafepointKind, Vec<u32>)> = self.safepoints.iter().collect();
         sites.sort_by_key(|s| s.0);
         let mut t = SafepointTable::default();
@@ -617,7 +618,10 @@ impl FuncEnv {
                 if last.pos == s.0 {
                     let prev = &t.slots[last.first as usize..];
                     if prev != s.2.as_slice() {
-                        return Err(format!("safepoint {} recorded with different slots", s.0));
+                        return Err(JitError::Lowering(format!(
+                            "safepoint {} recorded with different slots",
+                            s.0
+                        )));
                     }
                     continue;
                 }

@@ -43,6 +43,7 @@ use cranelift_frontend::FunctionBuilderContext;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Module};
 use std::collections::HashMap;
+use std::fmt;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -80,16 +81,65 @@ pub fn flags() -> settings::Flags {
     settings::Flags::new(b)
 }
 
+/// Why the JIT could not be set up or could not compile a method. A method
+/// that fails to compile runs in the interpreter (the message goes to
+/// stderr); only [`JitError::NoBackend`] is expected in normal operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JitError {
+    /// Cranelift has no backend for this host (or the named target).
+    NoBackend(String),
+    /// The lowering met a resolved instruction or stack state it does not
+    /// handle (an internal error: verified code never does this).
+    Lowering(String),
+    /// Cranelift rejected the function (verifier or code generation).
+    Codegen(String),
+    /// The JIT module could not declare, define or finalise the code.
+    Module(String),
+    /// `install` was called twice for one runtime.
+    AlreadyInstalled,
+}
+
+impl fmt::Display for JitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JitError::NoBackend(e) => write!(f, "no Cranelift backend: {e}"),
+            JitError::Lowering(e) => write!(f, "lowering: {e}"),
+            JitError::Codegen(e) => write!(f, "code generation: {e}"),
+            JitError::Module(e) => write!(f, "code module: {e}"),
+            JitError::AlreadyInstalled => f.write_str("the JIT is already installed"),
+        }
+    }
+}
+
+impl std::error::Error for JitError {}
+
+impl From<&str> for JitError {
+    fn from(e: &str) -> JitError {
+        JitError::Lowering(e.to_string())
+    }
+}
+
+impl From<String> for JitError {
+    fn from(e: String) -> JitError {
+        JitError::Lowering(e)
+    }
+}
+
 /// The host ISA, or why there is no JIT backend for this machine.
-pub fn host_isa() -> Result<OwnedTargetIsa, String> {
-    let builder = cranelift_native::builder().map_err(|e| e.to_string())?;
-    builder.finish(flags()).map_err(|e| e.to_string())
+pub fn host_isa() -> Result<OwnedTargetIsa, JitError> {
+    let builder = cranelift_native::builder().map_err(|e| JitError::NoBackend(e.to_string()))?;
+    builder
+        .finish(flags())
+        .map_err(|e| JitError::NoBackend(e.to_string()))
 }
 
 /// An ISA by target name (e.g. `"aarch64"`), for cross-compilation.
-pub fn isa_by_name(name: &str) -> Result<OwnedTargetIsa, String> {
-    let builder = cranelift_codegen::isa::lookup_by_name(name).map_err(|e| e.to_string())?;
-    builder.finish(flags()).map_err(|e| e.to_string())
+pub fn isa_by_name(name: &str) -> Result<OwnedTargetIsa, JitError> {
+    let builder = cranelift_codegen::isa::lookup_by_name(name)
+        .map_err(|e| JitError::NoBackend(e.to_string()))?;
+    builder
+        .finish(flags())
+        .map_err(|e| JitError::NoBackend(e.to_string()))
 }
 
 static DUMP_CLIF: OnceLock<String> = OnceLock::new();
@@ -186,7 +236,7 @@ unsafe impl Sync for Jit {}
 
 impl Jit {
     /// A JIT for the host, or why there is none.
-    pub fn new(verified: Verified, methods: usize) -> Result<Jit, String> {
+    pub fn new(verified: Verified, methods: usize) -> Result<Jit, JitError> {
         let isa = host_isa()?;
         let module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
         let ctx = module.make_context();
@@ -283,7 +333,7 @@ impl Jit {
         rt: &Runtime,
         mh: &MethodHandle,
         name: &str,
-    ) -> Result<(usize, usize, usize), String> {
+    ) -> Result<(usize, usize, usize), JitError> {
         let info: &MethodInfo = self
             .verified
             .methods
@@ -301,22 +351,24 @@ impl Jit {
         }
         let id = module
             .declare_anonymous_function(&func.signature)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| JitError::Module(e.to_string()))?;
         ctx.clear();
         ctx.func = func;
         ctx.set_disasm(dump);
         let r = module.define_function(id, ctx);
         if let Err(e) = r {
-            let msg = match &e {
+            let err = match &e {
                 cranelift_module::ModuleError::Compilation(ce) => {
-                    format!("{ce:?}")
+                    JitError::Codegen(format!("{ce:?}"))
                 }
-                e => e.to_string(),
+                e => JitError::Module(e.to_string()),
             };
             ctx.clear();
-            return Err(msg);
+            return Err(err);
         }
-        let compiled = ctx.compiled_code().ok_or("no compiled code")?;
+        let compiled = ctx
+            .compiled_code()
+            .ok_or_else(|| JitError::Module("no compiled code".into()))?;
         let size = compiled.code_buffer().len();
         if dump {
             eprintln!(
@@ -326,7 +378,9 @@ impl Jit {
             );
         }
         module.clear_context(ctx);
-        module.finalize_definitions().map_err(|e| e.to_string())?;
+        module
+            .finalize_definitions()
+            .map_err(|e| JitError::Module(e.to_string()))?;
         let ptr = module.get_finalized_function(id) as usize;
         // The safepoint table is published before the code can run (the
         // caller writes the slot afterwards).
@@ -338,7 +392,7 @@ impl Jit {
 
     /// The slot entry of compiled methods with register signature `sig`
     /// (compiled on first use, then shared).
-    fn trampoline(&self, c: &mut Compiler, sig: FastSig) -> Result<usize, String> {
+    fn trampoline(&self, c: &mut Compiler, sig: FastSig) -> Result<usize, JitError> {
         if let Some(&t) = c.trampolines.get(&sig) {
             return Ok(t);
         }
@@ -348,17 +402,19 @@ impl Jit {
         let func = env::slot_trampoline(module.isa(), &sig.0, sig.1, fctx);
         let id = module
             .declare_anonymous_function(&func.signature)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| JitError::Module(e.to_string()))?;
         ctx.clear();
         ctx.func = func;
         let r = module.define_function(id, ctx);
         if let Err(e) = r {
             ctx.clear();
-            return Err(format!("trampoline: {e}"));
+            return Err(JitError::Module(format!("trampoline: {e}")));
         }
         let size = ctx.compiled_code().map_or(0, |cc| cc.code_buffer().len());
         module.clear_context(ctx);
-        module.finalize_definitions().map_err(|e| e.to_string())?;
+        module
+            .finalize_definitions()
+            .map_err(|e| JitError::Module(e.to_string()))?;
         let ptr = module.get_finalized_function(id) as usize;
         if let Some(f) = &self.perf_map {
             let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
@@ -420,11 +476,11 @@ impl crate::runtime::CodeTier for Jit {
 /// for lazy compilation) and put the compile stub in the slot of every
 /// method with a bytecode body. Returns `Err` (and changes nothing) if there
 /// is no Cranelift backend for this host.
-pub fn install(rt: &Runtime, verified: Verified) -> Result<(), String> {
+pub fn install(rt: &Runtime, verified: Verified) -> Result<(), JitError> {
     let count = rt.tables.all_methods().count();
     let jit = Jit::new(verified, count)?;
     if rt.compiled.set(Box::new(jit)).is_err() {
-        return Err("the JIT is already installed".into());
+        return Err(JitError::AlreadyInstalled);
     }
     let stub = jit_compile_stub as *const () as usize;
     let mut dump_target = None;

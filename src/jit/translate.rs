@@ -28,6 +28,7 @@
 
 use super::env::{self, from_slot, FuncEnv, Helper, Region, PTR};
 use super::helpers::{code as fc, null_what};
+use super::JitError;
 use crate::bytecode::Op;
 use crate::ir::{Cmp, Code, Kind, Src, I};
 use crate::library::TypeSig;
@@ -98,7 +99,7 @@ pub fn translate<'a>(
     info: &'a MethodInfo,
     isa: &dyn TargetIsa,
     fctx: &mut FunctionBuilderContext,
-) -> Result<Function, String> {
+) -> Result<Function, JitError> {
     translate_with_safepoints(rt, mh, info, isa, fctx, None).map(|(f, _)| f)
 }
 
@@ -111,7 +112,7 @@ pub fn translate_with_safepoints<'a>(
     isa: &dyn TargetIsa,
     fctx: &mut FunctionBuilderContext,
     poll_addr: Option<usize>,
-) -> Result<(Function, SafepointTable), String> {
+) -> Result<(Function, SafepointTable), JitError> {
     let code = mh.code().ok_or("the method has no resolved body")?;
     if code.insns.len() != info.insns.len() {
         return Err("pre-decoded code and verifier output disagree".into());
@@ -281,22 +282,22 @@ impl<'a, 'f> Tx<'a, 'f> {
         kind: SafepointKind,
         stack: &[Value],
         is_ref: &[bool],
-    ) -> Result<Option<Value>, String> {
+    ) -> Result<Option<Value>, JitError> {
         if stack.len() != is_ref.len() {
-            return Err(format!(
+            return Err(JitError::Lowering(format!(
                 "safepoint {pos:#x}: stack of {} values, {} types",
                 stack.len(),
                 is_ref.len()
-            ));
+            )));
         }
         // Without a record, only the entry poll may see references (the
         // arguments, which the caller keeps; see `needs_frame_record`).
         let refs_here =
             is_ref.iter().any(|&r| r) || (pos != frame::POS_ENTRY && !self.ref_vars.is_empty());
         if !self.framed && refs_here {
-            return Err(format!(
+            return Err(JitError::Lowering(format!(
                 "safepoint {pos:#x}: a reference in a frame without a record"
-            ));
+            )));
         }
         let mut refs = Vec::new();
         for &s in &self.ref_vars.clone() {
@@ -314,7 +315,7 @@ impl<'a, 'f> Tx<'a, 'f> {
 
     /// The back-edge poll of a branch at `i` to `target`, with the stack
     /// before `i` (nothing popped yet).
-    fn back_edge_poll(&mut self, i: usize, target: usize) -> Result<(), String> {
+    fn back_edge_poll(&mut self, i: usize, target: usize) -> Result<(), JitError> {
         if target <= i {
             let stack = self.stack.clone();
             let refs = self.stack_refs_at(i);
@@ -415,21 +416,21 @@ impl<'a, 'f> Tx<'a, 'f> {
     /// The stack type of the value an instruction at `i` pushes (the top of
     /// the stack before `i + 1`, which is reachable because value-producing
     /// instructions fall through).
-    fn result_type(&self, i: usize) -> Result<Type, String> {
+    fn result_type(&self, i: usize) -> Result<Type, JitError> {
         self.info
             .insns
             .get(i + 1)
             .and_then(|n| n.stack.as_ref())
             .and_then(|s| s.last())
             .map(clif_type)
-            .ok_or_else(|| format!("no result type after instruction {i}"))
+            .ok_or_else(|| JitError::Lowering(format!("no result type after instruction {i}")))
     }
 
     fn has_regions(&self) -> bool {
         !self.code.regions.is_empty()
     }
 
-    fn run(&mut self) -> Result<(), String> {
+    fn run(&mut self) -> Result<(), JitError> {
         let n = self.code.insns.len();
         // --- block starts
         let mut starts = BTreeSet::new();
@@ -746,24 +747,24 @@ impl<'a, 'f> Tx<'a, 'f> {
         self.stack.iter().map(|v| BlockArg::Value(*v)).collect()
     }
 
-    fn pop(&mut self) -> Result<Value, String> {
+    fn pop(&mut self) -> Result<Value, JitError> {
         self.stack
             .pop()
-            .ok_or_else(|| "evaluation stack underflow".to_string())
+            .ok_or_else(|| JitError::Lowering("evaluation stack underflow".into()))
     }
 
-    fn pop_n(&mut self, n: usize) -> Result<Vec<Value>, String> {
+    fn pop_n(&mut self, n: usize) -> Result<Vec<Value>, JitError> {
         if self.stack.len() < n {
             return Err("evaluation stack underflow".into());
         }
         Ok(self.stack.split_off(self.stack.len() - n))
     }
 
-    fn block_at(&self, i: usize) -> Result<Block, String> {
+    fn block_at(&self, i: usize) -> Result<Block, JitError> {
         self.blocks
             .get(&i)
             .copied()
-            .ok_or_else(|| format!("no block at instruction {i}"))
+            .ok_or_else(|| JitError::Lowering(format!("no block at instruction {i}")))
     }
 
     /// Where an exception raised at `at` goes: (block, args).
@@ -823,7 +824,7 @@ impl<'a, 'f> Tx<'a, 'f> {
     }
 
     /// Translate instruction `i`; returns whether control falls through.
-    fn insn(&mut self, i: usize) -> Result<bool, String> {
+    fn insn(&mut self, i: usize) -> Result<bool, JitError> {
         let ins = self.code.insns[i];
         macro_rules! bin {
             ($f:ident) => {{
@@ -1014,9 +1015,9 @@ impl<'a, 'f> Tx<'a, 'f> {
                     _ => v,
                 };
                 if Some(self.b.func.dfg.value_type(v)) != self.ret_ty {
-                    return Err(format!(
+                    return Err(JitError::Lowering(format!(
                         "ret at {i}: the value's type is not the result type"
-                    ));
+                    )));
                 }
                 self.free_eh();
                 self.env.pop_frame(&mut self.b);
@@ -1360,7 +1361,7 @@ impl<'a, 'f> Tx<'a, 'f> {
         callee: Callee,
         args: &[Value],
         ret: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), JitError> {
         let ret_ty = if ret {
             Some(self.result_type(at)?)
         } else {
@@ -1379,9 +1380,9 @@ impl<'a, 'f> Tx<'a, 'f> {
                 // SAFETY: `mh` is a live handle of the runtime's tables.
                 let m = unsafe { &*mh };
                 if fast_types(rt, m) != (arg_tys, ret_ty) {
-                    return Err(format!(
+                    return Err(JitError::Lowering(format!(
                         "call at {at}: arguments disagree with the callee's signature"
-                    ));
+                    )));
                 }
                 let fast = m.fast.load(Ordering::Acquire);
                 if self.mh.is_some_and(|me| std::ptr::eq(me, m)) {
@@ -1402,9 +1403,9 @@ impl<'a, 'f> Tx<'a, 'f> {
             Callee::Loaded(v) => {
                 let tys = self.stack_types(at).unwrap_or_default();
                 if tys.len() < args.len() || tys[tys.len() - args.len()..] != arg_tys[..] {
-                    return Err(format!(
+                    return Err(JitError::Lowering(format!(
                         "call at {at}: arguments disagree with the verifier"
-                    ));
+                    )));
                 }
                 Via::Check(v)
             }
@@ -1484,7 +1485,7 @@ impl<'a, 'f> Tx<'a, 'f> {
         base: Value,
         off: i32,
         vals: &[Value],
-    ) -> Result<(), String> {
+    ) -> Result<(), JitError> {
         use crate::ir::AOp;
         match op {
             AOp::Load => {
@@ -1555,7 +1556,7 @@ impl<'a, 'f> Tx<'a, 'f> {
     }
 
     /// `conv.*` (the interpreter's `conv`).
-    fn conv(&mut self, src: Src, op: Op, v: Value, at: usize) -> Result<Value, String> {
+    fn conv(&mut self, src: Src, op: Op, v: Value, at: usize) -> Result<Value, JitError> {
         use types::{F32, F64, I32, I64};
         let b = &mut self.b;
         let float = matches!(src, Src::F32 | Src::F64);
@@ -1640,7 +1641,7 @@ impl<'a, 'f> Tx<'a, 'f> {
                 Src::F32 => b.ins().fpromote(F64, v),
                 Src::F64 => v,
             },
-            _ => return Err(format!("unexpected conversion {op}")),
+            _ => return Err(JitError::Lowering(format!("unexpected conversion {op}"))),
         })
     }
 }

@@ -1,8 +1,10 @@
-//! The loader: reads the main file (`.klib` bytes, recognised by their magic,
-//! or kasm text), assembles `std` from the embedded `std.kasm`, resolves
-//! `.import`s recursively (the importer's directory, then each `KILN_PATH`
+//! The one loader, shared by `kiln run` ([`load_verified`]) and the host
+//! API (`host::Source`, through [`load_libraries`]): reads a library file
+//! (`.klib` bytes, recognised by their magic, or kasm text), assembles `std`
+//! from the embedded `std.kasm`, resolves `.import`s (among the given
+//! libraries, then the importer's directory, then each `KILN_PATH`
 //! directory), orders libraries `std` first and imports before importers,
-//! indexes them as a [`Program`] and verifies it.
+//! indexes them as a [`Program`] and (for the CLI) verifies it.
 //!
 //! Invariants: every error carries the file it concerns (and the line where
 //! one is known); nothing is executed here; import resolution terminates
@@ -204,45 +206,55 @@ pub fn std_library() -> Result<Library, Vec<LoadError>> {
     asm::assemble(STD_SOURCE, "std").map_err(|es| es.into_iter().map(LoadError::Asm).collect())
 }
 
-fn search_dirs(importer: &Path) -> Vec<PathBuf> {
-    let mut dirs = vec![importer
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))];
+/// A library given to the loader (not found through an `.import`).
+pub struct Root {
+    /// The library.
+    pub lib: Library,
+    /// Its file label in errors and traces.
+    pub file: String,
+    /// Where it was read from: its imports are searched beside it first.
+    pub path: Option<PathBuf>,
+}
+
+fn search_dirs(importer: Option<&Path>) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(p) = importer {
+        dirs.push(
+            p.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
+        );
+    }
     if let Ok(p) = std::env::var("KILN_PATH") {
         dirs.extend(p.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
     }
     dirs
 }
 
-struct Loader {
-    libs: Vec<Library>,
-    files: Vec<String>,
-    stack: Vec<String>,
-    errors: Vec<LoadError>,
-}
-
-impl Loader {
-    /// Load the imports of `lib` (read from `path`) depth first, then `lib`.
-    fn add(&mut self, lib: Library, path: &Path) {
-        let file = path.display().to_string();
-        self.stack.push(lib.name.clone());
-        for imp in lib.imports.clone() {
+/// The one loader (the CLI's and the host's): the given libraries, then
+/// their `.import`s, resolved among the given libraries first and then on
+/// disk (breadth first; the importing file's directory, then each
+/// `KILN_PATH` directory, `.klib` before `.kasm`); ordered `std` first, then
+/// imports before importers (depth-first post-order from the roots in
+/// order), so class constructors run dependencies first; linked into one
+/// [`Program`] (not verified). `files[i]` labels `program.libs[i]`.
+/// Terminates on any input: each library name is loaded once, and a cycle
+/// is an [`LoadError::ImportCycle`] naming it. All errors of a phase are
+/// returned.
+pub fn load_libraries(roots: Vec<Root>) -> Result<(Program, Vec<String>), Vec<LoadError>> {
+    let mut entries = roots;
+    let mut errors = Vec::new();
+    // Resolve imports not among the given libraries from disk (breadth first).
+    let mut i = 0;
+    while i < entries.len() {
+        let imports = entries[i].lib.imports.clone();
+        for imp in imports {
             let (name, line) = (imp.name, imp.line);
-            if name == "std" || self.libs.iter().any(|l| l.name == name) {
+            if name == "std" || entries.iter().any(|e| e.lib.name == name) {
                 continue;
             }
-            if let Some(pos) = self.stack.iter().position(|n| *n == name) {
-                let mut cycle = self.stack[pos..].to_vec();
-                cycle.push(name.clone());
-                self.errors.push(LoadError::ImportCycle {
-                    file: file.clone(),
-                    line,
-                    cycle,
-                });
-                continue;
-            }
-            let dirs = search_dirs(path);
+            let dirs = search_dirs(entries[i].path.as_deref());
             let found = dirs.iter().find_map(|d| {
                 ["klib", "kasm"]
                     .iter()
@@ -250,8 +262,8 @@ impl Loader {
                     .find(|p| p.is_file())
             });
             let Some(found) = found else {
-                self.errors.push(LoadError::ImportNotFound {
-                    file: file.clone(),
+                errors.push(LoadError::ImportNotFound {
+                    file: entries[i].file.clone(),
                     line,
                     name: name.clone(),
                     searched: dirs.iter().map(|d| d.display().to_string()).collect(),
@@ -259,39 +271,106 @@ impl Loader {
                 continue;
             };
             match read_library(&found) {
-                Ok(l) if l.name != name => self.errors.push(LoadError::ImportNameMismatch {
-                    file: file.clone(),
+                Ok(l) if l.name != name => errors.push(LoadError::ImportNameMismatch {
+                    file: entries[i].file.clone(),
                     line,
                     expected: name.clone(),
                     path: found.display().to_string(),
                     found: l.name,
                 }),
-                Ok(l) => self.add(l, &found),
-                Err(es) => self.errors.extend(es),
+                Ok(l) => entries.push(Root {
+                    lib: l,
+                    file: found.display().to_string(),
+                    path: Some(found),
+                }),
+                Err(es) => errors.extend(es),
             }
         }
-        self.stack.pop();
-        self.libs.push(lib);
-        self.files.push(file);
+        i += 1;
     }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    // Order: imports before importers (depth-first post-order), cycles reported.
+    let mut order: Vec<usize> = Vec::new();
+    let mut state = vec![0u8; entries.len()]; // 0 new, 1 on stack, 2 done
+    fn visit(
+        i: usize,
+        entries: &[Root],
+        state: &mut [u8],
+        stack: &mut Vec<usize>,
+        order: &mut Vec<usize>,
+        errors: &mut Vec<LoadError>,
+    ) {
+        if state[i] == 2 {
+            return;
+        }
+        if state[i] == 1 {
+            let pos = stack.iter().position(|&s| s == i).unwrap_or(0);
+            let mut cycle: Vec<String> = stack[pos..]
+                .iter()
+                .map(|&s| entries[s].lib.name.clone())
+                .collect();
+            cycle.push(entries[i].lib.name.clone());
+            let last = &entries[*stack.last().unwrap_or(&i)];
+            let line = last
+                .lib
+                .imports
+                .iter()
+                .find(|m| m.name == entries[i].lib.name)
+                .map_or(0, |m| m.line);
+            errors.push(LoadError::ImportCycle {
+                file: last.file.clone(),
+                line,
+                cycle,
+            });
+            return;
+        }
+        state[i] = 1;
+        stack.push(i);
+        for imp in &entries[i].lib.imports {
+            if let Some(j) = entries.iter().position(|e| e.lib.name == imp.name) {
+                visit(j, entries, state, stack, order, errors);
+            }
+        }
+        stack.pop();
+        state[i] = 2;
+        order.push(i);
+    }
+    for i in 0..entries.len() {
+        visit(
+            i,
+            &entries,
+            &mut state,
+            &mut Vec::new(),
+            &mut order,
+            &mut errors,
+        );
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut libs = vec![std_library()?];
+    let mut files = vec!["std".to_string()];
+    let mut slots: Vec<Option<Root>> = entries.into_iter().map(Some).collect();
+    for i in order {
+        if let Some(e) = slots[i].take() {
+            libs.push(e.lib);
+            files.push(e.file);
+        }
+    }
+    let program = link_program(libs, &files)?;
+    Ok((program, files))
 }
 
 /// Load, resolve and verify; also returns the verifier's output.
 pub fn load_verified(path: &Path) -> Result<(Program, Vec<String>, Verified), Vec<LoadError>> {
-    let std = std_library()?;
     let main = read_library(path)?;
-    let mut l = Loader {
-        libs: vec![std],
-        files: vec!["std".into()],
-        stack: Vec::new(),
-        errors: Vec::new(),
-    };
-    l.add(main, path);
-    if !l.errors.is_empty() {
-        return Err(l.errors);
-    }
-    let Loader { libs, files, .. } = l;
-    let program = link_program(libs, &files)?;
+    let (program, files) = load_libraries(vec![Root {
+        lib: main,
+        file: path.display().to_string(),
+        path: Some(path.to_path_buf()),
+    }])?;
     let verified = verify::verify_program(&program, &files)
         .map_err(|es| es.into_iter().map(LoadError::Verify).collect::<Vec<_>>())?;
     Ok((program, files, verified))

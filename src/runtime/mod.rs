@@ -1,8 +1,12 @@
-//! The runtime: options, loading ([`load`]), runtime tables ([`tables`]),
-//! natives ([`natives`]), threads and exceptions, and [`run_file`].
+//! The runtime: the engine's services below both tiers. Options, loading
+//! ([`load`], the one loader), table building ([`tables`]), resolution of
+//! bytecode into `ir` ([`resolve`]), GC roots and thread attachment
+//! ([`roots`]), interrupt requests ([`interrupt`]), natives ([`natives`]),
+//! allocation entry points, threads and exceptions. It names neither tier:
+//! the engine hands it their entry points ([`Tiers`], [`CodeTier`]).
 //!
 //! Execution model: every call loads the callee's method slot
-//! (`MethodHandle::entry`, an [`tables::EntryFn`]) and calls it with a
+//! (`MethodHandle::entry`, an [`EntryFn`](crate::vm::tables::EntryFn)) and calls it with a
 //! [`ThreadCtx`] and untyped 64-bit argument slots. Exceptions are *pending*:
 //! a faulting callee stores the exception object in `ThreadCtx::pending`,
 //! appends its frame to `ThreadCtx::trace` and returns; every caller checks

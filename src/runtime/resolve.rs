@@ -1,4 +1,4 @@
-//! Resolution: each verified method body becomes an [`ir::Code`], once, at
+//! Resolution: each verified method body becomes an [`ir::Code`](crate::ir::Code), once, at
 //! load, from the verifier's [`MethodInfo`] (whose stack types are known at
 //! every instruction): arithmetic split by operand type, branch targets as
 //! instruction indices, fields as byte offsets (statics: addresses), calls

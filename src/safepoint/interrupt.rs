@@ -3,7 +3,7 @@
 //! `docs/safepoints.md`, "Interrupts").
 //!
 //! Delivery uses the polling page like a collection does:
-//! [`request`] runs a [`stop_the_world`](super::stop_the_world) (the page is
+//! `runtime::interrupt::request` runs a [`stop_the_world`](super::stop_the_world) (the page is
 //! armed, every running thread faults at its next poll and parks in the
 //! signal handler; threads in native code count as stopped), and inside the
 //! stop it stores an interrupt reason into the `ThreadCtx::interrupt` word of
@@ -146,9 +146,9 @@ pub const COLLECT: u32 = 1 << 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Reason {
-    /// [`InterruptHandle::interrupt`].
+    /// `InterruptHandle::interrupt`.
     Interrupt = 1,
-    /// A deadline ([`Watchdog`], `Options::deadline`, `KILN_DEADLINE`) expired.
+    /// A deadline (`Watchdog`, `Options::deadline`, `KILN_DEADLINE`) expired.
     Deadline = 2,
 }
 
@@ -183,7 +183,7 @@ impl InterruptState {
         InterruptState::default()
     }
 
-    /// Requests made so far (increases by one per [`request`]).
+    /// Requests made so far (increases by one per `runtime::interrupt::request`).
     pub fn epoch(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
     }

@@ -75,7 +75,7 @@ pub const TAG_MARK: u64 = 1;
 pub const TAG_PINNED: u64 = 2;
 
 /// Size classes a thread keeps a private cache of free cells for
-/// ([`Heap::take_cells`], `ThreadCtx::alloc_cache`): the first
+/// (`Heap::take_cells`, `ThreadCtx::alloc_cache`): the first
 /// `CACHED_CLASSES`, cells of up to 256 bytes.
 pub const CACHED_CLASSES: usize = 12;
 

@@ -117,12 +117,12 @@ pub struct ThreadCtx {
     pub vs_base: *mut u64,
     /// Objects Rust code holds across an allocation (a handle scope): GC roots.
     pub roots: Vec<*mut u8>,
-    /// The native method being entered by [`native_entry`] (set just before
+    /// The native method being entered by `native_entry` (set just before
     /// its Rust function runs; host natives read it to find their closure).
     pub native_method: *const MethodHandle,
     /// The thread's private free cells, per cached size class
     /// (`heap::CACHED_CLASSES`): a list linked through each cell's `tags`
-    /// word, taken from the heap in batches ([`Runtime::alloc_object_in`];
+    /// word, taken from the heap in batches (`Runtime::alloc_object_in`;
     /// compiled code pops from it inline). Only the owning thread touches
     /// it, except the collector, which empties every attached context's
     /// cache while the world is stopped (before the sweep, which would
