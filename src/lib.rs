@@ -20,6 +20,7 @@
 //! [`Metadata`], [`Error`]); see `docs/embedding.md`.
 
 #![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod asm;
 pub mod bytecode;

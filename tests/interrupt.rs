@@ -379,7 +379,7 @@ fn several_kiln_threads() {
         let rt2 = Arc::clone(&rt);
         std::thread::spawn(move || {
             for id in 1..=3 {
-                rt2.join_thread(id);
+                rt2.wait_thread(id, || false);
             }
             let _ = tx.send(());
         });

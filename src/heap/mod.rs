@@ -62,6 +62,16 @@ pub const ALLOC_BUDGET: usize = 16 << 20;
 /// stays resident (at most `POOL_CHUNKS × CHUNK_SIZE` = 16 MiB).
 pub const POOL_CHUNKS: usize = 64;
 
+/// Thread allocation caches ([`Heap::take_cells`]) stop at `max - (max >>
+/// CACHE_RESERVE_SHIFT)` (7/8 of the heap limit); the last eighth is for
+/// direct allocations: arrays, strings, large objects, and the one object a
+/// thread allocates directly when its cache cannot be refilled even after a
+/// collection. So cells other threads hold in their caches (at most one
+/// batch of about 4 KiB per size class per thread, and never beyond 7/8 of
+/// the limit) cannot make an allocation fail while the live data plus the
+/// objects being allocated at that moment fit in the limit.
+pub const CACHE_RESERVE_SHIFT: u32 = 3;
+
 /// Why an allocation failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HeapError {
@@ -359,10 +369,13 @@ impl Heap {
             max: self.max,
         };
         let mut want = want.max(1);
-        // Reserve as many cells as fit under the limit (at least one).
+        // Reserve as many cells as fit under the cache limit (at least
+        // one): caches never take the last [`CACHE_RESERVE_SHIFT`] part of
+        // the heap, which only direct allocations use.
+        let cache_max = self.max - (self.max >> CACHE_RESERVE_SHIFT);
         let mut cur = self.used.load(Ordering::Relaxed);
         loop {
-            let room = self.max.saturating_sub(cur) / cell;
+            let room = cache_max.saturating_sub(cur) / cell;
             if room == 0 {
                 return Err(limit_err);
             }
@@ -731,17 +744,18 @@ mod tests {
         assert_eq!(SIZE_CLASSES[c], 24);
         assert_eq!(cached_class_of_object(257), None);
         assert_eq!(cache_batch(c), 64);
-        // Room for 10 cells of 24 bytes only.
+        // Caches may use 7/8 of the limit (210 of 240 bytes): room for 8
+        // cells of 24 bytes; the last eighth is for direct allocations.
         let h = Heap::new(240);
         let (head, got) = h.take_cells(c, 64).unwrap();
-        assert_eq!(got, 10);
-        assert_eq!(h.used(), 240);
+        assert_eq!(got, 8);
+        assert_eq!(h.used(), 192);
         let list = cells(head);
-        assert_eq!(list.len(), 10);
+        assert_eq!(list.len(), 8);
         let mut sorted = list.clone();
         sorted.sort();
         sorted.dedup();
-        assert_eq!(sorted.len(), 10, "distinct cells");
+        assert_eq!(sorted.len(), 8, "distinct cells");
         assert!(list.iter().all(|&p| (p as usize).is_multiple_of(8)));
         assert!(matches!(
             h.take_cells(c, 1),

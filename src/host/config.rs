@@ -37,7 +37,8 @@ impl Config {
     /// The defaults, overridden by `KILN_JIT` (`0`/`off`, `1`/`on`),
     /// `KILN_HEAP_MAX` (bytes with an optional `K`/`M`/`G` suffix),
     /// `KILN_GC_STRESS` and `KILN_GC_LOG` (`0`/`off`, `1`/`on`) and
-    /// `KILN_DEADLINE` (`500ms`, `2s`, `5m`: see [`Config::deadline`]), exactly as
+    /// `KILN_DEADLINE` (`500ms`, `2s`, `5m`: see [`Config::deadline`]) and
+    /// `KILN_MAX_THREADS` (see [`Config::max_threads`]), exactly as
     /// the `kiln` command reads them. A bad value is an [`Error::Config`]
     /// naming the variable and the accepted values.
     pub fn from_env() -> Result<Config, Error> {
@@ -76,6 +77,10 @@ impl Config {
                     .map_err(|m| bad("KILN_DEADLINE", m))?,
             );
         }
+        if let Some(n) = get("KILN_MAX_THREADS") {
+            opts.max_threads =
+                crate::runtime::parse_max_threads(&n).map_err(|m| bad("KILN_MAX_THREADS", m))?;
+        }
         for (name, slot) in [
             ("KILN_GC_STRESS", &mut opts.gc_stress),
             ("KILN_GC_LOG", &mut opts.gc_log),
@@ -108,6 +113,15 @@ impl Config {
     /// capped at 64 MiB). Host threads calling in use their own stack.
     pub fn stack_size(&mut self, bytes: usize) -> &mut Config {
         self.opts.stack_size = bytes;
+        self
+    }
+
+    /// At most `n` threads started by the program (`Thread::start`) run at
+    /// once; one more start raises `OutOfMemoryException` in the program.
+    /// The default keeps clear of the system's limits (see `KILN_MAX_THREADS`
+    /// in the README).
+    pub fn max_threads(&mut self, n: usize) -> &mut Config {
+        self.opts.max_threads = n.max(1);
         self
     }
 

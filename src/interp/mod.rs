@@ -204,14 +204,22 @@ unsafe fn exec(
     eh: &mut EhState,
 ) -> u64 {
     let rt: &Runtime = t.rt();
-    let rt: &Runtime = &*(rt as *const Runtime); // detach from `t`'s borrow
+    // SAFETY: the runtime outlives every thread attached to it and every
+    // frame running on one; only the borrow of `t` is detached (so `t` can be
+    // passed on mutably), the `Runtime` itself is neither moved nor freed
+    // while this frame runs.
+    let rt: &Runtime = unsafe { &*(rt as *const Runtime) }; // detach from `t`'s borrow
     let l = base;
-    let s = base.add((code.nargs + code.nlocals) as usize);
+    // SAFETY: `base` starts this frame's `frame_slots` = args + locals +
+    // max_stack + 1 slots (contract), so `base + args + locals` is in it.
+    let s = unsafe { base.add((code.nargs + code.nlocals) as usize) };
     let mut sp = s;
     let xs = code.xs.as_ptr();
     let mut pc: usize = 0;
     // The frame record's header: the safepoint position and the exception state.
-    let posp = base.sub(HEADER_SLOTS).add(frame::POS);
+    // SAFETY: `run` wrote this frame's record header in the `HEADER_SLOTS`
+    // slots just below `base` (inside the value stack); `POS` is one of them.
+    let posp = unsafe { base.sub(HEADER_SLOTS).add(frame::POS) };
     // Method-entry poll (the arguments and zeroed locals are in their slots),
     // except in a leaf (see `is_leaf`). An interrupt here is thrown before
     // the first instruction, outside every protected region of this method
@@ -226,29 +234,47 @@ unsafe fn exec(
     // Record safepoint position `$p` in the frame record (before anything
     // that can collect) and, for `poll`, poll.
     macro_rules! at {
-        ($p:expr) => {
-            *posp = $p as u64
-        };
+        ($p:expr) => {{
+            let p = $p as u64;
+            // SAFETY: `posp` is the position word of this frame's record
+            // header (see its definition), live while the frame runs.
+            unsafe { *posp = p }
+        }};
     }
 
     macro_rules! pop {
         () => {{
-            sp = sp.sub(1);
-            *sp
+            // SAFETY: every `pop!` consumes an operand that the verifier's
+            // stack type at this instruction has, so the depth is at least 1
+            // before it: `sp - 1` is at or above `s`, a slot of this frame.
+            unsafe {
+                sp = sp.sub(1);
+                *sp
+            }
         }};
     }
     macro_rules! push {
         ($v:expr) => {{
             let v: u64 = $v;
-            *sp = v;
-            sp = sp.add(1);
+            // SAFETY: the verifier bounds the depth after this push by
+            // `max_stack`, and the frame was allocated with `frame_slots` =
+            // args + locals + max_stack (+ 1 scratch) slots, so `sp` (depth
+            // before the push < max_stack) is a slot of this frame.
+            unsafe {
+                *sp = v;
+                sp = sp.add(1);
+            }
         }};
     }
     macro_rules! bin {
         (|$a:ident, $b:ident| $e:expr) => {{
             let $b = pop!();
-            let $a = *sp.sub(1);
-            *sp.sub(1) = $e;
+            // SAFETY: a binary operation has two operands (verifier): after
+            // popping `b`, `a` is in the stack slot at `sp - 1` (>= `s`).
+            let $a = unsafe { *sp.sub(1) };
+            let r = $e;
+            // SAFETY: the slot `a` was just read from; the result replaces it.
+            unsafe { *sp.sub(1) = r };
         }};
     }
     macro_rules! f32b {
@@ -308,26 +334,48 @@ unsafe fn exec(
             // specialised forms).
             macro_rules! ldfld {
                 ($off:expr, $k:expr) => {{
-                    let o = nonnull!(*sp.sub(1), "ldfld");
-                    *sp.sub(1) = load(o.add($off as usize), $k);
+                    // SAFETY: `ldfld` has its object operand on the stack
+                    // (verifier), so `sp - 1` is a slot of this frame.
+                    let o = nonnull!(unsafe { *sp.sub(1) }, "ldfld");
+                    // SAFETY: `o` is non-null (checked just above by
+                    // `nonnull!`) and, as verified, a live object of a class
+                    // with this field: `$off` is the field's byte offset and
+                    // `$k` its kind (from the field table), so the address is
+                    // in the object and aligned for the kind. The result
+                    // replaces the operand slot read above.
+                    unsafe { *sp.sub(1) = load(o.add($off as usize), $k) };
                 }};
             }
             macro_rules! stfld {
                 ($off:expr, $k:expr) => {{
                     let v = pop!();
                     let o = nonnull!(pop!(), "stfld");
-                    store(o.add($off as usize), $k, v);
+                    // SAFETY: `o` is non-null (checked just above by
+                    // `nonnull!`) and, as verified, a live object of a class
+                    // with this field at byte offset `$off` of kind `$k`
+                    // (from the field table; `v` verified assignable to it),
+                    // so the address is in the object and aligned for the kind.
+                    unsafe { store(o.add($off as usize), $k, v) };
                 }};
             }
             macro_rules! ldelem {
                 ($k:expr, $size:expr) => {{
                     let i = pop!() as i32;
-                    let a = nonnull!(*sp.sub(1), "ldelem");
-                    let n = array_len(a);
+                    // SAFETY: after popping the index, the array operand is
+                    // on the stack (verifier): `sp - 1` is a slot of this frame.
+                    let a = nonnull!(unsafe { *sp.sub(1) }, "ldelem");
+                    // SAFETY: `a` is non-null (checked just above) and
+                    // verified to be an array reference, so a live array.
+                    let n = unsafe { array_len(a) };
                     if i < 0 || i as u32 >= n {
                         raise!(Fault::index_out_of_range(i, n));
                     }
-                    *sp.sub(1) = load(a.add(ARRAY_DATA_OFFSET + i as usize * $size), $k);
+                    // SAFETY: `0 <= i < array_len` (checked just above) and
+                    // the array's elements are `$size`-byte values of kind
+                    // `$k` (the verified element type) from
+                    // `ARRAY_DATA_OFFSET`, so the element is in the array and
+                    // aligned; the result replaces the array operand's slot.
+                    unsafe { *sp.sub(1) = load(a.add(ARRAY_DATA_OFFSET + i as usize * $size), $k) };
                 }};
             }
             macro_rules! stelem {
@@ -335,11 +383,18 @@ unsafe fn exec(
                     let v = pop!();
                     let i = pop!() as i32;
                     let a = nonnull!(pop!(), "stelem");
-                    let n = array_len(a);
+                    // SAFETY: `a` is non-null (checked just above) and
+                    // verified to be an array reference, so a live array.
+                    let n = unsafe { array_len(a) };
                     if i < 0 || i as u32 >= n {
                         raise!(Fault::index_out_of_range(i, n));
                     }
-                    store(a.add(ARRAY_DATA_OFFSET + i as usize * $size), $k, v);
+                    // SAFETY: `0 <= i < array_len` (checked just above) and
+                    // the array's elements are `$size`-byte values of kind
+                    // `$k` (the verified element type) from
+                    // `ARRAY_DATA_OFFSET`, so the element is in the array and
+                    // aligned.
+                    unsafe { store(a.add(ARRAY_DATA_OFFSET + i as usize * $size), $k, v) };
                 }};
             }
             // A fault in part `k` of a fused instruction.
@@ -358,8 +413,14 @@ unsafe fn exec(
                 ($target:expr, $a:expr, $b:expr) => {{
                     let target = $target as usize;
                     if target <= cur + 2 {
-                        *sp = $a;
-                        *sp.add(1) = $b;
+                        // SAFETY: the branch (part 2) has these two operands
+                        // on the verifier's stack, so the depth before the
+                        // sequence plus 2 is within `max_stack`: `sp` and
+                        // `sp + 1` are evaluation-stack slots of this frame.
+                        unsafe {
+                            *sp = $a;
+                            *sp.add(1) = $b;
+                        }
                         at!(cur + 2);
                         safepoint::poll();
                         if t.interrupt.load(Ordering::Relaxed) != 0 {
@@ -371,92 +432,148 @@ unsafe fn exec(
                     pc = target;
                 }};
             }
-            match *xs.add(cur) {
+            // SAFETY: `cur < xs.len()`: `pc` starts at 0 (a verified body is
+            // not empty) and only ever holds instruction indices: the next one
+            // after an instruction that falls through (the verifier rejects
+            // falling off the end), `cur + n` after a fused sequence of `n`
+            // (`fuse`), or a verified branch, `switch`, `leave`, handler or
+            // `endfinally` target. (Matched in place, as `*xs.add(cur)`.)
+            match *unsafe { &*xs.add(cur) } {
                 X::SqrtF64 => {
-                    *sp.sub(1) = f64b!(*sp.sub(1)).sqrt().to_bits();
+                    // SAFETY: `Std::sqrt` has its `f64` argument on the stack
+                    // (verifier): `sp - 1` is a slot of this frame.
+                    unsafe { *sp.sub(1) = f64b!(*sp.sub(1)).sqrt().to_bits() };
                     continue 'dispatch;
                 }
                 X::LdLd(a, b) => {
-                    *sp = *l.add(a as usize);
-                    *sp.add(1) = *l.add(b as usize);
-                    sp = sp.add(2);
+                    // SAFETY: `a` and `b` are verified variable indices (<
+                    // args + locals), so `l + a`, `l + b` are slots of this
+                    // frame; the two pushes are within `max_stack` (verified
+                    // depth after both `ldloc`s), so `sp`, `sp + 1` are too.
+                    unsafe {
+                        *sp = *l.add(a as usize);
+                        *sp.add(1) = *l.add(b as usize);
+                        sp = sp.add(2);
+                    }
                     pc = cur + 2;
                     continue 'dispatch;
                 }
                 X::LdFld { a, off, k } => {
-                    let o = *l.add(a as usize);
+                    // SAFETY: `a` is a verified variable index (< args +
+                    // locals), so `l + a` is a slot of this frame.
+                    let o = unsafe { *l.add(a as usize) };
                     if o == 0 {
                         raise_at!(1, Fault::null_in("ldfld"));
                     }
-                    push!(load((o as *const u8).add(off as usize), k));
+                    // SAFETY: `o` is non-null (checked just above) and, as
+                    // verified, a live object of a class with this field at
+                    // byte offset `off` of kind `k` (from the field table),
+                    // so the address is in the object and aligned.
+                    push!(unsafe { load((o as *const u8).add(off as usize), k) });
                     pc = cur + 2;
                     continue 'dispatch;
                 }
                 X::LdFldW { a, off } => {
-                    let o = *l.add(a as usize);
+                    // SAFETY: `a` is a verified variable index (< args +
+                    // locals), so `l + a` is a slot of this frame.
+                    let o = unsafe { *l.add(a as usize) };
                     if o == 0 {
                         raise_at!(1, Fault::null_in("ldfld"));
                     }
-                    push!(load((o as *const u8).add(off as usize), Kind::W64));
+                    // SAFETY: `o` is non-null (checked just above) and, as
+                    // verified, a live object of a class with this field at
+                    // byte offset `off` of kind `Kind::W64` (from the field
+                    // table), so the address is in the object and aligned.
+                    push!(unsafe { load((o as *const u8).add(off as usize), Kind::W64) });
                     pc = cur + 2;
                     continue 'dispatch;
                 }
                 X::AddI32LLSt { a, b, c } => {
-                    let (va, vb) = (*l.add(a as usize) as i32, *l.add(b as usize) as i32);
-                    *l.add(c as usize) = va.wrapping_add(vb) as i64 as u64;
+                    // SAFETY: `a`, `b`, `c` are verified variable indices (<
+                    // args + locals), so `l + a`, `l + b`, `l + c` are slots
+                    // of this frame.
+                    unsafe {
+                        let (va, vb) = (*l.add(a as usize) as i32, *l.add(b as usize) as i32);
+                        *l.add(c as usize) = va.wrapping_add(vb) as i64 as u64;
+                    }
                     pc = cur + 4;
                     continue 'dispatch;
                 }
                 X::AddI32LCSt { a, c, k } => {
-                    *l.add(c as usize) = (*l.add(a as usize) as i32).wrapping_add(k) as i64 as u64;
+                    // SAFETY: `a` and `c` are verified variable indices (<
+                    // args + locals), so `l + a`, `l + c` are slots of this frame.
+                    unsafe {
+                        *l.add(c as usize) =
+                            (*l.add(a as usize) as i32).wrapping_add(k) as i64 as u64
+                    };
                     pc = cur + 4;
                     continue 'dispatch;
                 }
                 X::BinLL { op, a, b } => {
-                    push!(crate::ir::fuse::bin(
-                        op,
-                        *l.add(a as usize),
-                        *l.add(b as usize)
-                    ));
+                    // SAFETY: `a` and `b` are verified variable indices (<
+                    // args + locals), so `l + a`, `l + b` are slots of this frame.
+                    push!(unsafe {
+                        crate::ir::fuse::bin(op, *l.add(a as usize), *l.add(b as usize))
+                    });
                     pc = cur + 3;
                     continue 'dispatch;
                 }
                 X::BinLLSt { op, a, b, c } => {
-                    *l.add(c as usize) =
-                        crate::ir::fuse::bin(op, *l.add(a as usize), *l.add(b as usize));
+                    // SAFETY: `a`, `b`, `c` are verified variable indices (<
+                    // args + locals), so `l + a`, `l + b`, `l + c` are slots
+                    // of this frame.
+                    unsafe {
+                        *l.add(c as usize) =
+                            crate::ir::fuse::bin(op, *l.add(a as usize), *l.add(b as usize))
+                    };
                     pc = cur + 4;
                     continue 'dispatch;
                 }
                 X::BinLC { op, a, k } => {
-                    push!(crate::ir::fuse::bin(op, *l.add(a as usize), k));
+                    // SAFETY: `a` is a verified variable index (< args +
+                    // locals), so `l + a` is a slot of this frame.
+                    push!(unsafe { crate::ir::fuse::bin(op, *l.add(a as usize), k) });
                     pc = cur + 3;
                     continue 'dispatch;
                 }
                 X::BinLCSt { op, a, c, k } => {
-                    *l.add(c as usize) = crate::ir::fuse::bin(op, *l.add(a as usize), k);
+                    // SAFETY: `a` and `c` are verified variable indices (<
+                    // args + locals), so `l + a`, `l + c` are slots of this frame.
+                    unsafe { *l.add(c as usize) = crate::ir::fuse::bin(op, *l.add(a as usize), k) };
                     pc = cur + 4;
                     continue 'dispatch;
                 }
                 X::BinSL { op, b } => {
-                    *sp.sub(1) = crate::ir::fuse::bin(op, *sp.sub(1), *l.add(b as usize));
+                    // SAFETY: the first operand is on the verifier's stack, so
+                    // `sp - 1` is a slot of this frame; `b` is a verified
+                    // variable index (< args + locals), so `l + b` is one too.
+                    unsafe {
+                        *sp.sub(1) = crate::ir::fuse::bin(op, *sp.sub(1), *l.add(b as usize))
+                    };
                     pc = cur + 2;
                     continue 'dispatch;
                 }
                 X::BinSLSt { op, b, c } => {
                     let a = pop!();
-                    *l.add(c as usize) = crate::ir::fuse::bin(op, a, *l.add(b as usize));
+                    // SAFETY: `b` and `c` are verified variable indices (<
+                    // args + locals), so `l + b`, `l + c` are slots of this frame.
+                    unsafe { *l.add(c as usize) = crate::ir::fuse::bin(op, a, *l.add(b as usize)) };
                     pc = cur + 3;
                     continue 'dispatch;
                 }
                 X::BinSt { op, c } => {
                     let b = pop!();
                     let a = pop!();
-                    *l.add(c as usize) = crate::ir::fuse::bin(op, a, b);
+                    // SAFETY: `c` is a verified variable index (< args +
+                    // locals), so `l + c` is a slot of this frame.
+                    unsafe { *l.add(c as usize) = crate::ir::fuse::bin(op, a, b) };
                     pc = cur + 2;
                     continue 'dispatch;
                 }
                 X::BrLL { c, a, b, t: target } => {
-                    let (va, vb) = (*l.add(a as usize), *l.add(b as usize));
+                    // SAFETY: `a` and `b` are verified variable indices (<
+                    // args + locals), so `l + a`, `l + b` are slots of this frame.
+                    let (va, vb) = unsafe { (*l.add(a as usize), *l.add(b as usize)) };
                     if cmp(c, va, vb) {
                         fused_jump!(target, va, vb);
                     } else {
@@ -465,7 +582,9 @@ unsafe fn exec(
                     continue 'dispatch;
                 }
                 X::BrLtLL { a, b, t: target } => {
-                    let (va, vb) = (*l.add(a as usize), *l.add(b as usize));
+                    // SAFETY: `a` and `b` are verified variable indices (<
+                    // args + locals), so `l + a`, `l + b` are slots of this frame.
+                    let (va, vb) = unsafe { (*l.add(a as usize), *l.add(b as usize)) };
                     if (va as i64) < (vb as i64) {
                         fused_jump!(target, va, vb);
                     } else {
@@ -474,7 +593,9 @@ unsafe fn exec(
                     continue 'dispatch;
                 }
                 X::BrGeLL { a, b, t: target } => {
-                    let (va, vb) = (*l.add(a as usize), *l.add(b as usize));
+                    // SAFETY: `a` and `b` are verified variable indices (<
+                    // args + locals), so `l + a`, `l + b` are slots of this frame.
+                    let (va, vb) = unsafe { (*l.add(a as usize), *l.add(b as usize)) };
                     if (va as i64) >= (vb as i64) {
                         fused_jump!(target, va, vb);
                     } else {
@@ -483,7 +604,9 @@ unsafe fn exec(
                     continue 'dispatch;
                 }
                 X::BrLC { c, a, t: target, k } => {
-                    let va = *l.add(a as usize);
+                    // SAFETY: `a` is a verified variable index (< args +
+                    // locals), so `l + a` is a slot of this frame.
+                    let va = unsafe { *l.add(a as usize) };
                     if cmp(c, va, k) {
                         fused_jump!(target, va, k);
                     } else {
@@ -492,19 +615,26 @@ unsafe fn exec(
                     continue 'dispatch;
                 }
                 X::LdElemLL { a, i, k, size } => {
-                    let arr = *l.add(a as usize) as *mut u8;
-                    let i = *l.add(i as usize) as i32;
+                    // SAFETY: `a` and `i` are verified variable indices (<
+                    // args + locals), so `l + a`, `l + i` are slots of this frame.
+                    let (arr, i) =
+                        unsafe { (*l.add(a as usize) as *mut u8, *l.add(i as usize) as i32) };
                     if arr.is_null() {
                         raise_at!(2, Fault::null_in("ldelem"));
                     }
-                    let n = array_len(arr);
+                    // SAFETY: `arr` is non-null (checked just above) and
+                    // verified to be an array reference, so a live array.
+                    let n = unsafe { array_len(arr) };
                     if i < 0 || i as u32 >= n {
                         raise_at!(2, Fault::index_out_of_range(i, n));
                     }
-                    push!(load(
-                        arr.add(ARRAY_DATA_OFFSET + i as usize * size as usize),
-                        k
-                    ));
+                    // SAFETY: `0 <= i < array_len` (checked just above) and
+                    // the elements are `size`-byte values of kind `k` (the
+                    // verified element type) from `ARRAY_DATA_OFFSET`, so the
+                    // element is in the array and aligned.
+                    push!(unsafe {
+                        load(arr.add(ARRAY_DATA_OFFSET + i as usize * size as usize), k)
+                    });
                     pc = cur + 3;
                     continue 'dispatch;
                 }
@@ -514,19 +644,43 @@ unsafe fn exec(
                     "internal error: unreachable instruction executed"
                 ),
                 X::Const(v) => push!(v),
-                X::Ld(i) => push!(*l.add(i as usize)),
-                X::St(i) => *l.add(i as usize) = pop!(),
-                X::StU8(i) => *l.add(i as usize) = pop!() & 0xFF,
-                X::StBool(i) => *l.add(i as usize) = (pop!() as u32 != 0) as u64,
+                // SAFETY: `i` is a verified variable index (< args + locals),
+                // so `l + i` is a slot of this frame.
+                X::Ld(i) => push!(unsafe { *l.add(i as usize) }),
+                X::St(i) => {
+                    let v = pop!();
+                    // SAFETY: `i` is a verified variable index (< args +
+                    // locals), so `l + i` is a slot of this frame.
+                    unsafe { *l.add(i as usize) = v }
+                }
+                X::StU8(i) => {
+                    let v = pop!() & 0xFF;
+                    // SAFETY: `i` is a verified variable index (< args +
+                    // locals), so `l + i` is a slot of this frame.
+                    unsafe { *l.add(i as usize) = v }
+                }
+                X::StBool(i) => {
+                    let v = (pop!() as u32 != 0) as u64;
+                    // SAFETY: `i` is a verified variable index (< args +
+                    // locals), so `l + i` is a slot of this frame.
+                    unsafe { *l.add(i as usize) = v }
+                }
                 X::Dup => {
-                    let v = *sp.sub(1);
+                    // SAFETY: the operand is on the verifier's stack, so `sp - 1` is a
+                    // slot of this frame.
+                    let v = unsafe { *sp.sub(1) };
                     push!(v)
                 }
-                X::Pop => sp = sp.sub(1),
+                // SAFETY: the operand is on the verifier's stack, so `sp - 1` is a
+                // slot of this frame.
+                X::Pop => sp = unsafe { sp.sub(1) },
                 X::AddI32 => bin!(|a, b| (a as i32).wrapping_add(b as i32) as i64 as u64),
                 X::SubI32 => bin!(|a, b| (a as i32).wrapping_sub(b as i32) as i64 as u64),
                 X::MulI32 => bin!(|a, b| (a as i32).wrapping_mul(b as i32) as i64 as u64),
-                ins @ (X::DivI32 | X::RemI32) => {
+                // SAFETY: both operands are on the verifier's stack, so
+                // `sp - 2`, `sp - 1` are slots of this frame; the result
+                // replaces them (`sp - 1` is then the first operand's slot).
+                ins @ (X::DivI32 | X::RemI32) => unsafe {
                     let b = *sp.sub(1) as i32;
                     let a = *sp.sub(2) as i32;
                     if b == 0 {
@@ -542,8 +696,11 @@ unsafe fn exec(
                     };
                     sp = sp.sub(1);
                     *sp.sub(1) = r as i64 as u64;
-                }
-                ins @ (X::DivUnI32 | X::RemUnI32) => {
+                },
+                // SAFETY: both operands are on the verifier's stack, so
+                // `sp - 2`, `sp - 1` are slots of this frame; the result
+                // replaces them (`sp - 1` is then the first operand's slot).
+                ins @ (X::DivUnI32 | X::RemUnI32) => unsafe {
                     let b = *sp.sub(1) as u32;
                     let a = *sp.sub(2) as u32;
                     if b == 0 {
@@ -556,12 +713,19 @@ unsafe fn exec(
                     };
                     sp = sp.sub(1);
                     *sp.sub(1) = r as i32 as i64 as u64;
-                }
-                X::NegI32 => *sp.sub(1) = (*sp.sub(1) as i32).wrapping_neg() as i64 as u64,
+                },
+                // SAFETY: the operand is on the verifier's stack, so `sp - 1` is a
+                // slot of this frame; the result replaces it.
+                X::NegI32 => unsafe {
+                    *sp.sub(1) = (*sp.sub(1) as i32).wrapping_neg() as i64 as u64
+                },
                 X::AddI64 => bin!(|a, b| a.wrapping_add(b)),
                 X::SubI64 => bin!(|a, b| a.wrapping_sub(b)),
                 X::MulI64 => bin!(|a, b| a.wrapping_mul(b)),
-                ins @ (X::DivI64 | X::RemI64) => {
+                // SAFETY: both operands are on the verifier's stack, so
+                // `sp - 2`, `sp - 1` are slots of this frame; the result
+                // replaces them (`sp - 1` is then the first operand's slot).
+                ins @ (X::DivI64 | X::RemI64) => unsafe {
                     let b = *sp.sub(1) as i64;
                     let a = *sp.sub(2) as i64;
                     if b == 0 {
@@ -577,8 +741,11 @@ unsafe fn exec(
                     };
                     sp = sp.sub(1);
                     *sp.sub(1) = r as u64;
-                }
-                ins @ (X::DivUnI64 | X::RemUnI64) => {
+                },
+                // SAFETY: both operands are on the verifier's stack, so
+                // `sp - 2`, `sp - 1` are slots of this frame; the result
+                // replaces them (`sp - 1` is then the first operand's slot).
+                ins @ (X::DivUnI64 | X::RemUnI64) => unsafe {
                     let b = *sp.sub(1);
                     let a = *sp.sub(2);
                     if b == 0 {
@@ -591,25 +758,33 @@ unsafe fn exec(
                     };
                     sp = sp.sub(1);
                     *sp.sub(1) = r;
-                }
-                X::NegI64 => *sp.sub(1) = (*sp.sub(1) as i64).wrapping_neg() as u64,
+                },
+                // SAFETY: the operand is on the verifier's stack, so `sp - 1` is a
+                // slot of this frame; the result replaces it.
+                X::NegI64 => unsafe { *sp.sub(1) = (*sp.sub(1) as i64).wrapping_neg() as u64 },
                 X::AddF32 => bin!(|a, b| (f32b!(a) + f32b!(b)).to_bits() as u64),
                 X::SubF32 => bin!(|a, b| (f32b!(a) - f32b!(b)).to_bits() as u64),
                 X::MulF32 => bin!(|a, b| (f32b!(a) * f32b!(b)).to_bits() as u64),
                 X::DivF32 => bin!(|a, b| (f32b!(a) / f32b!(b)).to_bits() as u64),
                 X::RemF32 => bin!(|a, b| (f32b!(a) % f32b!(b)).to_bits() as u64),
-                X::NegF32 => *sp.sub(1) = (-f32b!(*sp.sub(1))).to_bits() as u64,
+                // SAFETY: the operand is on the verifier's stack, so `sp - 1` is a
+                // slot of this frame; the result replaces it.
+                X::NegF32 => unsafe { *sp.sub(1) = (-f32b!(*sp.sub(1))).to_bits() as u64 },
                 X::AddF64 => bin!(|a, b| (f64b!(a) + f64b!(b)).to_bits()),
                 X::SubF64 => bin!(|a, b| (f64b!(a) - f64b!(b)).to_bits()),
                 X::MulF64 => bin!(|a, b| (f64b!(a) * f64b!(b)).to_bits()),
                 X::DivF64 => bin!(|a, b| (f64b!(a) / f64b!(b)).to_bits()),
                 X::RemF64 => bin!(|a, b| (f64b!(a) % f64b!(b)).to_bits()),
-                X::NegF64 => *sp.sub(1) = (-f64b!(*sp.sub(1))).to_bits(),
+                // SAFETY: the operand is on the verifier's stack, so `sp - 1` is a
+                // slot of this frame; the result replaces it.
+                X::NegF64 => unsafe { *sp.sub(1) = (-f64b!(*sp.sub(1))).to_bits() },
                 // sign-extended i32s stay sign-extended under bitwise ops
                 X::And => bin!(|a, b| a & b),
                 X::Or => bin!(|a, b| a | b),
                 X::Xor => bin!(|a, b| a ^ b),
-                X::Not => *sp.sub(1) = !*sp.sub(1),
+                // SAFETY: the operand is on the verifier's stack, so `sp - 1` is a
+                // slot of this frame; the result replaces it.
+                X::Not => unsafe { *sp.sub(1) = !*sp.sub(1) },
                 X::ShlI32 => {
                     bin!(|a, b| (a as i32).wrapping_shl(b as u32 & 31) as i64 as u64)
                 }
@@ -621,11 +796,15 @@ unsafe fn exec(
                 X::ShrI64 => bin!(|a, b| ((a as i64) >> (b as u32 & 63)) as u64),
                 X::ShrUnI64 => bin!(|a, b| a >> (b as u32 & 63)),
                 X::Cmp(c) => bin!(|a, b| cmp(c, a, b) as u64),
-                X::Conv(src, op) => match conv(src, op, *sp.sub(1)) {
-                    Ok(v) => *sp.sub(1) = v,
-                    Err(f) => {
-                        t.raise(f);
-                        break 'dispatch cur;
+                // SAFETY: the operand is on the verifier's stack, so `sp - 1` is a
+                // slot of this frame; the result replaces it.
+                X::Conv(src, op) => unsafe {
+                    match conv(src, op, *sp.sub(1)) {
+                        Ok(v) => *sp.sub(1) = v,
+                        Err(f) => {
+                            t.raise(f);
+                            break 'dispatch cur;
+                        }
                     }
                 },
                 X::Br(target) => {
@@ -655,11 +834,17 @@ unsafe fn exec(
                 X::Switch { start, len } => {
                     let v = pop!() as u32;
                     if v < len {
-                        pc = *code.switch_targets.get_unchecked((start + v) as usize) as usize;
+                        // SAFETY: `resolve` pushed this switch's `len` targets
+                        // at `switch_targets[start..start + len]`, and `v < len`
+                        // (checked just above).
+                        pc = unsafe { *code.switch_targets.get_unchecked((start + v) as usize) }
+                            as usize;
                         back_edge!(pc, cur);
                     }
                 }
-                X::Ret(k) => return k.narrow(*sp.sub(1)),
+                // SAFETY: the return value is on the verifier's stack, so
+                // `sp - 1` is a slot of this frame.
+                X::Ret(k) => return k.narrow(unsafe { *sp.sub(1) }),
                 X::RetVoid => return 0,
                 X::Call {
                     mh: callee,
@@ -667,12 +852,24 @@ unsafe fn exec(
                     ret,
                     this,
                 } => {
-                    sp = sp.sub(nargs as usize);
-                    if this && *sp == 0 {
-                        raise!(Fault::null_receiver(&rt.method_name(&*callee)));
+                    // SAFETY: the verifier's stack holds the `nargs`
+                    // arguments here, so `sp - nargs` (the first) is at or
+                    // above `s`.
+                    sp = unsafe { sp.sub(nargs as usize) };
+                    // SAFETY: a call with `this` has at least one argument,
+                    // so `sp` is the receiver's slot (read only then).
+                    if this && unsafe { *sp } == 0 {
+                        // SAFETY: `callee` was resolved from the method
+                        // tables at load; handles live as long as the runtime.
+                        raise!(Fault::null_receiver(&rt.method_name(unsafe { &*callee })));
                     }
                     at!(cur);
-                    let r = invoke(t, callee, sp);
+                    // SAFETY: `callee` is a live handle resolved from the
+                    // method tables; its arguments are the top `nargs` slots
+                    // from `sp` (verified against its signature); `t` is this
+                    // thread's live context, and the position is recorded
+                    // for the collector.
+                    let r = unsafe { invoke(t, callee, sp) };
                     if t.has_pending() {
                         break 'dispatch cur;
                     }
@@ -681,11 +878,24 @@ unsafe fn exec(
                     }
                 }
                 X::CallVirt { slot, nargs, ret } => {
-                    sp = sp.sub(nargs as usize);
-                    let recv = nonnull!(*sp, "callvirt receiver");
-                    let callee = *(*class_of(recv)).vtable.add(slot as usize);
+                    // SAFETY: the verifier's stack holds the `nargs`
+                    // arguments (receiver first) here, so `sp - nargs` (the
+                    // first) is at or above `s`.
+                    sp = unsafe { sp.sub(nargs as usize) };
+                    // SAFETY: `sp` is now the receiver's slot (see above).
+                    let recv = nonnull!(unsafe { *sp }, "callvirt receiver");
+                    // SAFETY: `recv` is non-null (checked just above) and
+                    // verified to be an instance of the method's class, so a
+                    // live object whose class's vtable has the method's slot
+                    // `slot` (inherited by every subclass).
+                    let callee = unsafe { *(*class_of(recv)).vtable.add(slot as usize) };
                     at!(cur);
-                    let r = invoke(t, callee, sp);
+                    // SAFETY: `callee` is a live handle from the receiver's
+                    // vtable; its arguments are the top `nargs` slots from
+                    // `sp` (verified against its signature); `t` is this
+                    // thread's live context, and the position is recorded
+                    // for the collector.
+                    let r = unsafe { invoke(t, callee, sp) };
                     if t.has_pending() {
                         break 'dispatch cur;
                     }
@@ -699,13 +909,26 @@ unsafe fn exec(
                     nargs,
                     ret,
                 } => {
-                    sp = sp.sub(nargs as usize);
-                    let recv = nonnull!(*sp, "callvirt receiver");
-                    let Some(callee) = rt.dispatch_interface(recv, iface, idx as usize) else {
+                    // SAFETY: the verifier's stack holds the `nargs`
+                    // arguments (receiver first) here, so `sp - nargs` (the
+                    // first) is at or above `s`.
+                    sp = unsafe { sp.sub(nargs as usize) };
+                    // SAFETY: `sp` is now the receiver's slot (see above).
+                    let recv = nonnull!(unsafe { *sp }, "callvirt receiver");
+                    // SAFETY: `recv` is non-null (checked just above) and
+                    // verified to be a reference, so a live object.
+                    let Some(callee) =
+                        (unsafe { rt.dispatch_interface(recv, iface, idx as usize) })
+                    else {
                         raise!(Fault::not_implemented());
                     };
                     at!(cur);
-                    let r = invoke(t, callee, sp);
+                    // SAFETY: `callee` is a live handle from the receiver
+                    // class's interface table; its arguments are the top
+                    // `nargs` slots from `sp` (verified against the interface
+                    // method's signature); `t` is this thread's live context,
+                    // and the position is recorded for the collector.
+                    let r = unsafe { invoke(t, callee, sp) };
                     if t.has_pending() {
                         break 'dispatch cur;
                     }
@@ -717,7 +940,11 @@ unsafe fn exec(
                     at!(cur);
                     // From the thread's allocation cache (refilled in
                     // batches), like compiled code's inline `newobj`.
-                    let obj = match rt.alloc_object_in(t, (*ctor).class) {
+                    // SAFETY: `ctor` is a live handle resolved from the
+                    // method tables, whose `class` is the live descriptor of
+                    // its (verified instantiable) class; `t` is this thread's
+                    // context, attached to `rt`.
+                    let obj = match unsafe { rt.alloc_object_in(t, (*ctor).class) } {
                         Ok(o) => o,
                         Err(f) => {
                             t.raise(f);
@@ -725,11 +952,24 @@ unsafe fn exec(
                         }
                     };
                     let n = nargs as usize;
-                    let a = sp.sub(n);
-                    std::ptr::copy(a, a.add(1), n);
-                    *a = obj as u64;
+                    // SAFETY: the verifier's stack holds the `n` constructor
+                    // arguments here, so `sp - n` is at or above `s`.
+                    let a = unsafe { sp.sub(n) };
+                    // SAFETY: `a..a + n` are the arguments; shifting them up
+                    // one slot also writes `sp`, which is within the frame:
+                    // the depth before is at most `max_stack` and the frame
+                    // has one scratch slot after the evaluation stack.
+                    unsafe {
+                        std::ptr::copy(a, a.add(1), n);
+                        *a = obj as u64;
+                    }
                     at!(cur as u64 | frame::POS_CTOR);
-                    invoke(t, ctor, a);
+                    // SAFETY: `ctor` is a live handle resolved from the
+                    // method tables; its arguments (the new object, then the
+                    // `n` verified arguments) are the `n + 1` slots from `a`;
+                    // `t` is this thread's live context, and the position is
+                    // recorded for the collector.
+                    unsafe { invoke(t, ctor, a) };
                     if t.has_pending() {
                         break 'dispatch cur;
                     }
@@ -742,15 +982,33 @@ unsafe fn exec(
                 X::Stfld(off, k) => stfld!(off, k),
                 X::StfldW(off) => stfld!(off, Kind::W64),
                 X::StfldI(off) => stfld!(off, Kind::I32),
-                X::Ldsfld(addr, k) => push!(load(addr, k)),
-                X::Stsfld(addr, k) => store(addr, k, pop!()),
-                X::Isinst(cd) => {
+                // SAFETY: `addr` is the static field's address from the field
+                // table (storage allocated by the runtime for its lifetime,
+                // aligned for the field's kind `k`).
+                X::Ldsfld(addr, k) => push!(unsafe { load(addr, k) }),
+                X::Stsfld(addr, k) => {
+                    let v = pop!();
+                    // SAFETY: `addr` is the static field's address from the
+                    // field table (storage allocated by the runtime for its
+                    // lifetime, aligned for the field's kind `k`); `v` is
+                    // verified assignable to it.
+                    unsafe { store(addr, k, v) }
+                }
+                // SAFETY: the operand is on the verifier's stack, so `sp - 1`
+                // is a slot of this frame; it is a reference (verifier), so if
+                // non-null a live object, with a live class descriptor; `cd`
+                // is a live descriptor resolved from the tables.
+                X::Isinst(cd) => unsafe {
                     let o = *sp.sub(1);
                     if o != 0 && !(*class_of(o as *const u8)).instance_of(&*cd) {
                         *sp.sub(1) = 0;
                     }
-                }
-                X::Castclass(cd) => {
+                },
+                // SAFETY: the operand is on the verifier's stack, so `sp - 1`
+                // is a slot of this frame; it is a reference (verifier), so if
+                // non-null a live object, with a live class descriptor; `cd`
+                // is a live descriptor resolved from the tables.
+                X::Castclass(cd) => unsafe {
                     let o = *sp.sub(1);
                     if o != 0 {
                         let oc = &*class_of(o as *const u8);
@@ -758,14 +1016,16 @@ unsafe fn exec(
                             raise!(Fault::bad_cast(oc.name(), (*cd).name()));
                         }
                     }
-                }
+                },
                 X::Newarr(cd) => {
                     let n = pop!() as i32;
                     if n < 0 {
                         raise!(Fault::negative_length(n));
                     }
                     at!(cur);
-                    match rt.alloc_array(cd, n as i64) {
+                    // SAFETY: `cd` is a live array class descriptor
+                    // resolved from the tables (`array_class`).
+                    match unsafe { rt.alloc_array(cd, n as i64) } {
                         Ok(a) => push!(a as u64),
                         Err(f) => {
                             t.raise(f);
@@ -774,8 +1034,13 @@ unsafe fn exec(
                     }
                 }
                 X::Ldlen => {
-                    let a = nonnull!(*sp.sub(1), "ldlen");
-                    *sp.sub(1) = array_len(a) as i32 as i64 as u64;
+                    // SAFETY: the operand is on the verifier's stack, so
+                    // `sp - 1` is a slot of this frame.
+                    let a = nonnull!(unsafe { *sp.sub(1) }, "ldlen");
+                    // SAFETY: `a` is non-null (checked just above) and
+                    // verified to be an array reference, so a live array; the
+                    // result replaces its slot.
+                    unsafe { *sp.sub(1) = array_len(a) as i32 as i64 as u64 };
                 }
                 X::Ldelem(k, size) => ldelem!(k, size as usize),
                 X::LdelemI32 => ldelem!(Kind::I32, 4),
@@ -792,9 +1057,19 @@ unsafe fn exec(
                         AOp::Cas => 2,
                         _ => 1,
                     };
-                    let o = nonnull!(*sp.sub(nv + 1), "atomic field access");
-                    let r = atomic_op(o.add(off as usize), op, kind, sp.sub(nv));
-                    sp = sp.sub(nv + 1);
+                    // SAFETY: the object and the `nv` value operands are on
+                    // the verifier's stack, so `sp - (nv + 1)` is a slot of
+                    // this frame.
+                    let o = nonnull!(unsafe { *sp.sub(nv + 1) }, "atomic field access");
+                    // SAFETY: `o` is non-null (checked just above) and, as
+                    // verified, a live object of a class with this field at
+                    // byte offset `off` of kind `kind` (from the field table),
+                    // so the field is in the object and aligned; the `nv`
+                    // value operands are the slots from `sp - nv`, and
+                    // popping all `nv + 1` operands stays at or above `s`.
+                    let r = unsafe { atomic_op(o.add(off as usize), op, kind, sp.sub(nv)) };
+                    // SAFETY: as above (`nv + 1` operands on the stack).
+                    sp = unsafe { sp.sub(nv + 1) };
                     if let Some(r) = r {
                         push!(r)
                     }
@@ -805,8 +1080,13 @@ unsafe fn exec(
                         AOp::Cas => 2,
                         _ => 1,
                     };
-                    let r = atomic_op(addr, op, kind, sp.sub(nv));
-                    sp = sp.sub(nv);
+                    // SAFETY: `addr` is the static field's address from the
+                    // field table (storage allocated by the runtime for its
+                    // lifetime, aligned for `kind`); the `nv` value operands
+                    // are on the verifier's stack, the slots from `sp - nv`.
+                    let r = unsafe { atomic_op(addr, op, kind, sp.sub(nv)) };
+                    // SAFETY: as above (`nv` operands on the stack).
+                    sp = unsafe { sp.sub(nv) };
                     if let Some(r) = r {
                         push!(r)
                     }
@@ -856,7 +1136,8 @@ unsafe fn exec(
                             if t.has_pending() {
                                 push!(take_pending(t));
                             }
-                            if handler_poll(t, code, posp, pc) {
+                            // SAFETY: `posp` is this frame's position word.
+                            if unsafe { handler_poll(t, code, posp, pc) } {
                                 break 'dispatch pc;
                             }
                             continue 'dispatch;
@@ -891,7 +1172,8 @@ unsafe fn exec(
             if t.has_pending() {
                 push!(take_pending(t));
             }
-            if handler_poll(t, code, posp, pc) {
+            // SAFETY: `posp` is this frame's position word.
+            if unsafe { handler_poll(t, code, posp, pc) } {
                 at = pc;
                 continue;
             }

@@ -10,6 +10,7 @@
 use super::fuse::X;
 use super::insn::I;
 use super::value::Kind;
+use crate::verify::RefMap;
 use crate::vm::tables::{mflags, ClassDesc, MethodHandle};
 use std::sync::atomic::Ordering;
 
@@ -55,12 +56,11 @@ pub struct Code {
     pub nlocals: u32,
     /// Frame size in slots.
     pub frame_slots: u32,
-    /// Per instruction `i`, `stack_refs[stack_ref_start[i]..stack_ref_start[i + 1]]`
-    /// are the evaluation-stack positions holding references before `i`
-    /// (from the verifier's stack types; `null` counts as a reference).
-    pub stack_ref_start: Vec<u32>,
-    /// See `stack_ref_start`.
-    pub stack_refs: Vec<u32>,
+    /// The evaluation-stack positions holding references before each
+    /// instruction (from the verifier's stack types; `null` counts as a
+    /// reference), shared between instructions: linear in the code, not
+    /// instructions × depth.
+    pub stack_refs: RefMap,
     /// Evaluation-stack depth before each instruction.
     pub depths: Vec<u32>,
     /// What the interpreter runs: `insns` with superinstructions
@@ -85,21 +85,16 @@ impl Code {
             return;
         }
         let base = self.nargs + self.nlocals;
-        let refs = &self.stack_refs
-            [self.stack_ref_start[i] as usize..self.stack_ref_start[i + 1] as usize];
         if pos & POS_CTOR == 0 {
-            for &r in refs {
-                f(base + r);
-            }
+            self.stack_refs.for_each(i, |r| f(base + r));
             return;
         }
         let I::Newobj { nargs, .. } = self.insns[i] else {
             return;
         };
         let first_arg = self.depths[i].saturating_sub(nargs as u32);
-        for &r in refs {
-            f(base + if r < first_arg { r } else { r + 1 });
-        }
+        self.stack_refs
+            .for_each(i, |r| f(base + if r < first_arg { r } else { r + 1 }));
         f(base + first_arg);
     }
 }

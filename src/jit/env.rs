@@ -36,6 +36,14 @@ use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use std::collections::HashMap;
 
+/// An inline allocation path stores nothing; its slow path's safepoint
+/// stores the live references. With more than this many not yet in the
+/// frame, they are stored before the paths split instead
+/// ([`FuncEnv::store_if_many_unknown`]): a long run of allocations with a
+/// growing live set then stores each reference once, and a hot loop with a
+/// few live references keeps its store-free inline path.
+pub const PRESTORE_THRESHOLD: usize = 16;
+
 /// Largest instance size (bytes) `newobj` allocates inline.
 pub const INLINE_ALLOC_MAX: usize = 128;
 
@@ -187,7 +195,7 @@ pub struct FuncEnv {
     pub fp: Option<Value>,
     frame_top: Option<Value>,
     /// Safepoint sites emitted so far: (position, kind, reference slots).
-    pub safepoints: Vec<(u32, SafepointKind, Vec<u32>)>,
+    pub safepoints: Vec<(u32, SafepointKind, std::rc::Rc<[u32]>)>,
     /// The polling page (None: no polls, e.g. `KILN_NO_POLLS=1` or no safepoints).
     pub poll_addr: Option<usize>,
     /// Frame slots whose value never changes after entry (reference
@@ -201,6 +209,19 @@ pub struct FuncEnv {
     /// A safepoint stored its own position; `frame::POS_SHARED` must be
     /// stored back once it is over ([`FuncEnv::after_site`]).
     restore_pos: bool,
+    /// What the frame slots are known to hold at the current point of the
+    /// code being emitted: slot → the value a safepoint stored there. Only
+    /// safepoints write (non-invariant) frame slots and objects never move,
+    /// so a later safepoint need not store a slot again that already holds
+    /// its value: a reference that stays on the stack across many calls is
+    /// stored once, not at every call. Valid along straight-line code: the
+    /// translator forgets it where control flow merges from places it did
+    /// not track ([`FuncEnv::forget_stores`], [`FuncEnv::meet_stores`]).
+    stored: HashMap<u32, Value>,
+    /// The slot list of the last site recorded, shared with the next site
+    /// if it names the same slots (a long run of sites with one live set
+    /// keeps one list).
+    last_slots: Option<std::rc::Rc<[u32]>>,
     /// The polling page carries the interrupt hint
     /// (`safepoint::poll_hint_available`): the byte a poll loads is
     /// non-zero while an interrupt may be pending.
@@ -234,6 +255,8 @@ impl FuncEnv {
             invariant_slots: Vec::new(),
             shared_pos: false,
             restore_pos: false,
+            stored: HashMap::new(),
+            last_slots: None,
             poll_hint: false,
             inline_alloc: false,
             entry_sig: None,
@@ -546,7 +569,7 @@ impl FuncEnv {
         self.safepoints.push((
             frame::POS_SHARED as u32,
             SafepointKind::Poll,
-            ref_slots.to_vec(),
+            ref_slots.into(),
         ));
         self.shared_pos = true;
     }
@@ -576,7 +599,7 @@ impl FuncEnv {
         refs: &[(u32, Value)],
     ) {
         if self.shared_pos && refs.iter().all(|(s, _)| self.invariant_slots.contains(s)) {
-            let slots = refs.iter().map(|&(s, _)| s).collect();
+            let slots = self.slot_list(refs);
             self.safepoints
                 .push((frame::POS_SHARED as u32, kind, slots));
             return;
@@ -584,15 +607,69 @@ impl FuncEnv {
         self.restore_pos = self.shared_pos;
         let p = b.ins().iconst(types::I64, pos as i64);
         b.ins().store(self.mf.frame, p, fp, (frame::POS * 8) as i32);
-        let mut slots = Vec::with_capacity(refs.len());
         for &(slot, v) in refs {
-            if !self.invariant_slots.contains(&slot) {
+            if self.invariant_slots.contains(&slot) || self.stored.get(&slot) == Some(&v) {
+                continue;
+            }
+            let off = ((frame::HEADER_SLOTS + slot as usize) * 8) as i32;
+            b.ins().store(self.mf.frame, v, fp, off);
+            self.stored.insert(slot, v);
+        }
+        let slots = self.slot_list(refs);
+        self.safepoints.push((pos as u32, kind, slots));
+    }
+
+    /// The slots of `refs`, sharing the last site's list when equal.
+    fn slot_list(&mut self, refs: &[(u32, Value)]) -> std::rc::Rc<[u32]> {
+        if let Some(l) = &self.last_slots {
+            if l.len() == refs.len() && l.iter().zip(refs).all(|(a, (b, _))| a == b) {
+                return std::rc::Rc::clone(l);
+            }
+        }
+        let l: std::rc::Rc<[u32]> = refs.iter().map(|&(s, _)| s).collect();
+        self.last_slots = Some(std::rc::Rc::clone(&l));
+        l
+    }
+
+    /// Store the references of `refs` the frame does not hold yet
+    /// ([`FuncEnv::stored`]), if there are more than
+    /// [`PRESTORE_THRESHOLD`]; otherwise store nothing.
+    pub fn store_if_many_unknown(&mut self, b: &mut FunctionBuilder, refs: &[(u32, Value)]) {
+        let Some(fp) = self.fp else { return };
+        let unknown = |s: &Self, slot: u32, v: Value| {
+            !s.invariant_slots.contains(&slot) && s.stored.get(&slot) != Some(&v)
+        };
+        let n = refs.iter().filter(|&&(s, v)| unknown(self, s, v)).count();
+        if n <= PRESTORE_THRESHOLD {
+            return;
+        }
+        for &(slot, v) in refs {
+            if unknown(self, slot, v) {
                 let off = ((frame::HEADER_SLOTS + slot as usize) * 8) as i32;
                 b.ins().store(self.mf.frame, v, fp, off);
+                self.stored.insert(slot, v);
             }
-            slots.push(slot);
         }
-        self.safepoints.push((pos as u32, kind, slots));
+    }
+
+    /// Forget what the frame slots hold (at a block that control can reach
+    /// from places the emitted straight-line code does not cover: a
+    /// bytecode block, an exception landing): the next safepoint stores
+    /// every reference again.
+    pub fn forget_stores(&mut self) {
+        self.stored.clear();
+    }
+
+    /// What the frame slots are known to hold now (to [`FuncEnv::meet_stores`]
+    /// with later, when two paths join).
+    pub fn known_stores(&self) -> HashMap<u32, Value> {
+        self.stored.clone()
+    }
+
+    /// At a join of the current path with one whose knowledge was `other`:
+    /// keep only what both paths know alike.
+    pub fn meet_stores(&mut self, other: &HashMap<u32, Value>) {
+        self.stored.retain(|s, v| other.get(s) == Some(v));
     }
 
     /// Store `v`, the value that frame slot `slot` holds for the whole
@@ -610,14 +687,18 @@ impl FuncEnv {
     /// The method's safepoint table from the sites emitted (sorted by
     /// position; a position recorded twice must name the same slots).
     pub fn safepoint_table(&self) -> Result<SafepointTable, JitError> {
-        let mut sites: Vec<&(u32, SafepointKind, Vec<u32>)> = self.safepoints.iter().collect();
+        let mut sites: Vec<&(u32, SafepointKind, std::rc::Rc<[u32]>)> =
+            self.safepoints.iter().collect();
         sites.sort_by_key(|s| s.0);
         let mut t = SafepointTable::default();
+        // Sites with the same slots share one run of `slots` (the table
+        // costs what the distinct live sets cost, not sites × live set).
+        let mut runs: HashMap<&[u32], u32> = HashMap::new();
         for s in sites {
             if let Some(last) = t.entries.last() {
                 if last.pos == s.0 {
-                    let prev = &t.slots[last.first as usize..];
-                    if prev != s.2.as_slice() {
+                    let prev = &t.slots[last.first as usize..(last.first + last.count) as usize];
+                    if prev != &*s.2 {
                         return Err(JitError::Lowering(format!(
                             "safepoint {} recorded with different slots",
                             s.0
@@ -626,13 +707,21 @@ impl FuncEnv {
                     continue;
                 }
             }
+            let first = match runs.get(&*s.2) {
+                Some(&f) => f,
+                None => {
+                    let f = t.slots.len() as u32;
+                    t.slots.extend_from_slice(&s.2);
+                    runs.insert(&s.2, f);
+                    f
+                }
+            };
             t.entries.push(SafepointEntry {
                 pos: s.0,
                 kind: s.1,
-                first: t.slots.len() as u32,
+                first,
                 count: s.2.len() as u32,
             });
-            t.slots.extend_from_slice(&s.2);
         }
         Ok(t)
     }

@@ -21,7 +21,8 @@
 //!   re-checks the slot (double-checked), so racing first calls compile once;
 //! - a slot only ever changes from the stub to final code (a trampoline, or
 //!   the interpreter adapter if compilation failed or the method is larger
-//!   than [`MAX_JIT_CODE_SIZE`]), never back;
+//!   than [`MAX_JIT_CODE_SIZE`] or keeps more than
+//!   [`MAX_JIT_LIVE_ACROSS_CALLS`] values across calls), never back;
 //! - code pages are never writable and executable at once (cranelift-jit
 //!   writes them RW and `finalize_definitions` turns them RX);
 //! - no Rust panic unwinds through compiled frames: helpers are `extern "C"`
@@ -56,6 +57,38 @@ use std::sync::{Mutex, OnceLock};
 /// targets) could otherwise make the first call take minutes and gigabytes.
 /// No `kasm` program a person writes comes near it.
 pub const MAX_JIT_CODE_SIZE: u32 = 256 * 1024;
+
+/// Methods whose values live across calls add up to more than this many
+/// (value, call) pairs stay in the interpreter too: Cranelift's register
+/// allocator spends time and memory per value per call it lives across
+/// (about 0.5 KB each), so 1,000 references held across 3,000 calls took
+/// seconds and most of a gigabyte to compile, against hundredths of a
+/// second interpreted. Bounds a compile at roughly 100 MB; see
+/// [`live_across_calls`].
+pub const MAX_JIT_LIVE_ACROSS_CALLS: u64 = 200_000;
+
+/// The (value, call) pairs of `code`: for every call, allocation and
+/// constructor call, the evaluation stack's depth before it (what the
+/// register allocator must keep alive across it), plus the method's
+/// variables once per such site.
+pub fn live_across_calls(code: &crate::ir::Code) -> u64 {
+    let vars = (code.nargs + code.nlocals) as u64;
+    code.insns
+        .iter()
+        .zip(&code.depths)
+        .filter(|(ins, _)| {
+            matches!(
+                ins,
+                crate::ir::I::Call { .. }
+                    | crate::ir::I::CallVirt { .. }
+                    | crate::ir::I::CallIface { .. }
+                    | crate::ir::I::Newobj { .. }
+                    | crate::ir::I::Newarr(_)
+            )
+        })
+        .map(|(_, &d)| d as u64 + vars)
+        .sum()
+}
 
 /// Cranelift flags shared by the host JIT and cross-compilation.
 pub fn flags() -> settings::Flags {
@@ -292,7 +325,11 @@ impl Jit {
         if cur != jit_compile_stub as *const () as usize {
             return cur; // another thread compiled it while we waited
         }
-        if mh.code_size > MAX_JIT_CODE_SIZE {
+        if mh.code_size > MAX_JIT_CODE_SIZE
+            || mh
+                .code()
+                .is_some_and(|c| live_across_calls(c) > MAX_JIT_LIVE_ACROSS_CALLS)
+        {
             let entry = rt.tiers.interp_entry as usize;
             mh.entry.store(entry, Ordering::Release);
             return entry;

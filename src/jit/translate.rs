@@ -265,10 +265,8 @@ impl<'a, 'f> Tx<'a, 'f> {
     /// Reference-ness of the evaluation stack before instruction `i`.
     fn stack_refs_at(&self, i: usize) -> Vec<bool> {
         self.info
-            .insns
-            .get(i)
-            .and_then(|v| v.stack.as_ref())
-            .map(|s| s.iter().map(VType::is_ref).collect())
+            .stack(i)
+            .map(|s| s.map(VType::is_ref))
             .unwrap_or_default()
     }
 
@@ -299,6 +297,14 @@ impl<'a, 'f> Tx<'a, 'f> {
                 "safepoint {pos:#x}: a reference in a frame without a record"
             )));
         }
+        let refs = self.live_refs(stack, is_ref);
+        Ok(self.env.safepoint(&mut self.b, pos, kind, &refs))
+    }
+
+    /// The (frame slot, value) pairs a safepoint with evaluation stack
+    /// `stack` (reference-ness `is_ref`) must find in the frame: every
+    /// reference variable and every reference on the stack.
+    fn live_refs(&mut self, stack: &[Value], is_ref: &[bool]) -> Vec<(u32, Value)> {
         let mut refs = Vec::new();
         for &s in &self.ref_vars.clone() {
             let v = self.use_var(s);
@@ -310,7 +316,7 @@ impl<'a, 'f> Tx<'a, 'f> {
                 refs.push((base + p as u32, v));
             }
         }
-        Ok(self.env.safepoint(&mut self.b, pos, kind, &refs))
+        refs
     }
 
     /// The back-edge poll of a branch at `i` to `target`, with the stack
@@ -395,22 +401,13 @@ impl<'a, 'f> Tx<'a, 'f> {
     /// native's come from its caller, and the host roots what it passes).
     fn needs_frame_record(&self) -> bool {
         let holds_refs = !self.ref_vars.is_empty()
-            || self.info.insns.iter().any(|v| {
-                v.stack
-                    .as_ref()
-                    .is_some_and(|s| s.iter().any(|t| t.is_ref() || *t == VType::Ptr))
-            });
+            || self.info.any_stack_type(|t| t.is_ref() || *t == VType::Ptr);
         // A non-leaf (`ir::is_leaf`) has a safepoint besides the entry poll.
         self.has_regions() || (holds_refs && !self.code.leaf)
     }
 
     fn stack_types(&self, i: usize) -> Option<Vec<Type>> {
-        self.info
-            .insns
-            .get(i)?
-            .stack
-            .as_ref()
-            .map(|s| s.iter().map(clif_type).collect())
+        self.info.stack(i).map(|s| s.map(clif_type))
     }
 
     /// The stack type of the value an instruction at `i` pushes (the top of
@@ -418,10 +415,8 @@ impl<'a, 'f> Tx<'a, 'f> {
     /// instructions fall through).
     fn result_type(&self, i: usize) -> Result<Type, JitError> {
         self.info
-            .insns
-            .get(i + 1)
-            .and_then(|n| n.stack.as_ref())
-            .and_then(|s| s.last())
+            .stack(i + 1)
+            .and_then(|s| s.top())
             .map(clif_type)
             .ok_or_else(|| JitError::Lowering(format!("no result type after instruction {i}")))
     }
@@ -603,6 +598,8 @@ impl<'a, 'f> Tx<'a, 'f> {
                     .any(|r| r.handler_start as usize == d && !r.catch.is_null());
                 let cur = self.b.current_block();
                 self.b.switch_to_block(landing);
+                // Reached from every throwing site of the try block.
+                self.env.forget_stores();
                 let stack = if is_catch {
                     vec![self.env.take_pending(&mut self.b)]
                 } else {
@@ -623,6 +620,8 @@ impl<'a, 'f> Tx<'a, 'f> {
                 if let Some(c) = cur {
                     self.b.switch_to_block(c);
                 }
+                // (Conservative: `c` may not know what the landing stored.)
+                self.env.forget_stores();
             }
             sw.emit(&mut self.b, r, self.propagate);
             self.eh = Some(eh);
@@ -654,9 +653,10 @@ impl<'a, 'f> Tx<'a, 'f> {
                 self.stack = self.b.block_params(blk).to_vec();
                 self.nonnull.clear();
                 self.var_cache.clear();
+                self.env.forget_stores();
                 open = true;
             }
-            if !open || self.info.insns[i].stack.is_none() {
+            if !open || !self.info.reachable(i) {
                 open = false;
                 continue;
             }
@@ -1097,6 +1097,16 @@ impl<'a, 'f> Tx<'a, 'f> {
                     for s in self.ref_vars.clone() {
                         self.use_var(s);
                     }
+                    // Many references the frame does not hold yet: store
+                    // them here, on both paths, so the slow path's
+                    // safepoint does not store them again at every
+                    // allocation of a long run (that would be quadratic);
+                    // a few are left to the slow path, keeping the inline
+                    // path free of stores.
+                    if refs.len() == before.len() {
+                        let live = self.live_refs(&before, &refs);
+                        self.env.store_if_many_unknown(&mut self.b, &live);
+                    }
                     let head = self.env.alloc_cache_head(&mut self.b, c);
                     let hit = self.b.create_block();
                     let miss = self.b.create_block();
@@ -1112,7 +1122,9 @@ impl<'a, 'f> Tx<'a, 'f> {
                         .alloc_from_cache(&mut self.b, c, head, unsafe { &*class });
                     self.b.ins().jump(j, &[BlockArg::Value(head)]);
                     self.b.switch_to_block(miss);
-                    join = Some((j, jv));
+                    // The slow path's safepoint stores; the inline path
+                    // does not: at the join only what both know holds.
+                    join = Some((j, jv, self.env.known_stores()));
                 }
                 self.safepoint(i as u64, SafepointKind::Alloc, &before, &refs)?;
                 let mut obj = self
@@ -1122,10 +1134,11 @@ impl<'a, 'f> Tx<'a, 'f> {
                 self.env.after_site(&mut self.b);
                 let failed = self.b.ins().icmp_imm_s(IntCC::Equal, obj, 0);
                 self.branch_exc_if(failed, i);
-                if let Some((j, jv)) = join {
+                if let Some((j, jv, inline_known)) = join {
                     self.b.ins().jump(j, &[BlockArg::Value(obj)]);
                     self.b.seal_block(j);
                     self.b.switch_to_block(j);
+                    self.env.meet_stores(&inline_known);
                     obj = jv;
                 }
                 let mut all = vec![obj];

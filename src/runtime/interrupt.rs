@@ -41,6 +41,7 @@ pub fn request(rt: &Runtime, reason: Reason) -> Result<Delivery, InterruptError>
         // No polling page: nothing compiled polls, the interpreter's polls
         // are plain loads. The words are atomics, so store them directly.
         let n = deliver();
+        rt.wake_joiners();
         return Ok(Delivery { epoch, threads: n });
     }
     let _guard = if safepoint::is_registered() {
@@ -49,6 +50,8 @@ pub fn request(rt: &Runtime, reason: Reason) -> Result<Delivery, InterruptError>
         Some(safepoint::register_thread().map_err(InterruptError::Safepoint)?)
     };
     let n = safepoint::stop_the_world(|_threads| deliver()).map_err(InterruptError::Safepoint)?;
+    // Threads blocked in `join` sleep; wake them to look at their words.
+    rt.wake_joiners();
     Ok(Delivery { epoch, threads: n })
 }
 

@@ -25,12 +25,13 @@ pub mod natives;
 pub mod resolve;
 pub mod roots;
 pub mod tables;
+pub mod threads;
 
 use crate::heap::{Heap, HeapError};
 use crate::library::program::{MemberId, Program};
 use crate::library::TypeSig;
 use crate::vm::tables::{ClassDesc, EntryFn, MethodHandle};
-use crate::vm::thread::{call_method, Trace, SPAWNED_STACK_MAX};
+use crate::vm::thread::{call_method, Trace};
 use crate::vm::{Fault, FaultKind, ThreadCtx};
 use std::collections::HashMap;
 use std::io::Write;
@@ -66,6 +67,12 @@ pub struct Options {
     /// exceeded") once this much time has passed since `run_file` started
     /// it (`KILN_DEADLINE`, e.g. `500ms`, `2s`, `5m`). `None`: no limit.
     pub deadline: Option<std::time::Duration>,
+    /// At most this many threads started by `Thread::start` run at once
+    /// (`KILN_MAX_THREADS`); one more start raises `OutOfMemoryException`.
+    /// The default, [`threads::default_max_threads`], keeps clear of the
+    /// system's limits, so the refusal comes while the process still has
+    /// memory mappings to go on with.
+    pub max_threads: usize,
 }
 
 /// Default heap limit: 2 GiB.
@@ -82,6 +89,7 @@ impl Default for Options {
             gc_stress: false,
             gc_log: false,
             deadline: None,
+            max_threads: threads::default_max_threads(),
         }
     }
 }
@@ -102,8 +110,8 @@ pub fn parse_size(s: &str) -> Option<usize> {
 }
 
 impl Options {
-    /// Read `KILN_JIT`, `KILN_HEAP_MAX`, `KILN_GC_STRESS`, `KILN_GC_LOG` and
-    /// `KILN_DEADLINE`.
+    /// Read `KILN_JIT`, `KILN_HEAP_MAX`, `KILN_GC_STRESS`, `KILN_GC_LOG`,
+    /// `KILN_DEADLINE` and `KILN_MAX_THREADS`.
     pub fn from_env() -> Result<Options, String> {
         let var = |n: &str| std::env::var(n).ok();
         let mut o =
@@ -115,6 +123,9 @@ impl Options {
                 "KILN_DEADLINE",
                 &d,
             )?);
+        }
+        if let Some(n) = var("KILN_MAX_THREADS") {
+            o.max_threads = parse_max_threads(&n)?;
         }
         Ok(o)
     }
@@ -143,6 +154,18 @@ impl Options {
     }
 }
 
+/// `KILN_MAX_THREADS`: a whole number from 1 to 1,000,000.
+pub fn parse_max_threads(v: &str) -> Result<usize, String> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=1_000_000).contains(n))
+        .ok_or_else(|| {
+            format!(
+                "KILN_MAX_THREADS={v:?} is not valid: expected a whole number from 1 to 1000000"
+            )
+        })
+}
+
 /// A boolean setting: unset, `0`, `off` → false; `1`, `on` → true.
 pub fn parse_flag(name: &str, v: Option<&str>) -> Result<bool, String> {
     match v {
@@ -169,6 +192,11 @@ impl ThreadCtx {
     /// caller's frame.
     pub fn new(runtime: *const Runtime, stack_size: usize) -> ThreadCtx {
         ThreadCtx::new_raw(runtime.cast(), stack_size)
+    }
+
+    /// [`ThreadCtx::new`], or `None` if the value stack cannot be reserved.
+    pub fn try_new(runtime: *const Runtime, stack_size: usize) -> Option<ThreadCtx> {
+        ThreadCtx::try_new_raw(runtime.cast(), stack_size)
     }
 
     /// The runtime.
@@ -362,6 +390,10 @@ pub struct Runtime {
     /// `String`'s descriptor.
     pub string_class: *const ClassDesc,
     fault_classes: Vec<*const ClassDesc>,
+    /// One exception object per fault kind, allocated at start-up and
+    /// pinned (with its message, the class name): what a fault raises when
+    /// the system cannot provide memory even for its exception object.
+    fallback_exceptions: Vec<*mut u8>,
     /// Offset of `Exception::message`.
     pub message_offset: usize,
     /// `Thread`'s descriptor.
@@ -370,7 +402,10 @@ pub struct Runtime {
     pub thread_handle_offset: usize,
     /// Interface id of `Runnable` and index of `run`.
     pub runnable: (u32, usize),
-    threads: Mutex<Vec<Option<std::thread::JoinHandle<()>>>>,
+    /// Every thread `Thread::start` started (index + 1 is its id).
+    threads: Mutex<Vec<Arc<threads::ThreadRecord>>>,
+    /// Started threads that have not ended (bounded by `opts.max_threads`).
+    live_threads: std::sync::atomic::AtomicUsize,
     self_ref: OnceLock<Weak<Runtime>>,
     /// The resolved code of every method with a body (see [`resolve`]);
     /// each `MethodHandle::code` points into it.
@@ -572,11 +607,13 @@ impl Runtime {
             interned: Mutex::new(HashMap::new()),
             string_class,
             fault_classes,
+            fallback_exceptions: Vec::new(),
             message_offset,
             thread_class,
             thread_handle_offset,
             runnable: (rid, run_idx),
             threads: Mutex::new(Vec::new()),
+            live_threads: std::sync::atomic::AtomicUsize::new(0),
             self_ref: OnceLock::new(),
             code: Vec::new(),
             tiers,
@@ -585,6 +622,21 @@ impl Runtime {
             host_natives,
             interrupts: crate::safepoint::interrupt::InterruptState::new(),
         };
+        for (i, k) in FaultKind::ALL.iter().enumerate() {
+            let fallback = rt
+                .new_exception(rt.fault_classes[i], k.class_name())
+                .ok_or_else(|| {
+                    vec![LoadError::StdMissing {
+                        name: format!("memory for the {} fallback object", k.class_name()),
+                    }]
+                })?;
+            // SAFETY: both objects were just allocated and are live.
+            unsafe {
+                crate::heap::pin(fallback);
+                crate::heap::pin(*(fallback.add(rt.message_offset) as *const *mut u8));
+            }
+            rt.fallback_exceptions.push(fallback);
+        }
         let code = resolve::prepare(&rt, verified).map_err(|e| vec![LoadError::Resolve(e)])?;
         rt.code = code;
         Ok(rt)
@@ -691,12 +743,22 @@ impl Runtime {
         if t.alloc_cache[c].is_null() {
             let cell = crate::vm::object::SIZE_CLASSES[c];
             let batch = crate::heap::cache_batch(c);
-            let head = self.alloc_with((cell * batch) as u64, || {
+            match self.alloc_with((cell * batch) as u64, || {
                 self.heap.take_cells(c, batch).map(|(h, _)| h)
-            })?;
-            // (A collection inside `alloc_with` emptied the caches before
-            // these cells were taken.)
-            t.alloc_cache[c] = head;
+            }) {
+                // (A collection inside `alloc_with` emptied the caches
+                // before these cells were taken.)
+                Ok(head) => t.alloc_cache[c] = head,
+                // Caches may not fill the last part of the heap
+                // (`Heap::take_cells`), so other threads refilling theirs
+                // between that collection and this retry cannot take the
+                // room this one object needs: allocate it directly.
+                // SAFETY: caller contract.
+                Err(f) if f.kind == FaultKind::OutOfMemory => {
+                    return unsafe { self.alloc_object(class) }
+                }
+                Err(f) => return Err(f),
+            }
         }
         let p = t.alloc_cache[c];
         // SAFETY: `p` heads this thread's list of free cells of class `c`
@@ -732,25 +794,33 @@ impl Runtime {
         let idx = FaultKind::ALL
             .iter()
             .position(|k| *k == fault.kind)
-            .expect("all kinds listed");
+            .unwrap_or(FaultKind::ALL.len() - 1);
         let msg = if fault.message.is_empty() {
             fault.kind.class_name()
         } else {
             &fault.message
         };
-        // SAFETY: the fault classes and String are live descriptors; the
-        // message offset is inside every Exception instance.
+        // Only the system refusing memory makes this fail; then the
+        // pre-allocated object of the kind (message: the class name) goes.
+        self.new_exception(self.fault_classes[idx], msg)
+            .unwrap_or(self.fallback_exceptions[idx])
+    }
+
+    /// An exception object of `class` with `message`, outside the heap
+    /// limit; `None` if the system cannot provide the memory.
+    fn new_exception(&self, class: *const ClassDesc, message: &str) -> Option<*mut u8> {
+        // SAFETY: `class` (a fault class) and String are live descriptors;
+        // the message offset is inside every Exception instance.
         unsafe {
-            let obj = self
-                .heap
-                .new_object(self.fault_classes[idx], true)
-                .expect("unlimited allocation");
+            let obj = self.heap.new_object(class, true).ok()?;
+            // The object is unreachable until stored; no collection runs
+            // between the two allocations (neither collects).
             let s = self
                 .heap
-                .new_string(self.string_class, msg.as_bytes(), true)
-                .expect("unlimited allocation");
+                .new_string(self.string_class, message.as_bytes(), true)
+                .ok()?;
             *(obj.add(self.message_offset) as *mut *mut u8) = s;
-            obj
+            Some(obj)
         }
     }
 
@@ -818,71 +888,6 @@ impl Runtime {
         // only ever taken in native state, so a stopped thread never holds it).
         let _n = crate::safepoint::native_scope();
         let _ = self.out.lock().unwrap_or_else(|e| e.into_inner()).flush();
-    }
-
-    /// Start `r.run()` on a new OS thread; returns the thread's registry index.
-    ///
-    /// # Safety
-    /// `r` must be a live object.
-    pub unsafe fn spawn_runnable(&self, r: *mut u8) -> Result<usize, Fault> {
-        let me = self
-            .self_ref
-            .get()
-            .and_then(|w| w.upgrade())
-            .ok_or_else(|| Fault::new(FaultKind::Exception, "runtime is not running"))?;
-        // SAFETY: `r` is a live non-null object implementing Runnable (verified).
-        let mh = unsafe { self.dispatch_interface(r, self.runnable.0, self.runnable.1) }
-            .ok_or_else(|| {
-                Fault::new(FaultKind::InvalidCast, "object does not implement Runnable")
-            })?;
-        // Spawned threads get at most 64 MiB of native stack (~90,000 frames).
-        let stack = self.opts.stack_size.min(SPAWNED_STACK_MAX);
-        let robj = r as usize;
-        let mhp = mh as usize;
-        // The runnable stays a root until the new thread has it in its own
-        // handle scope.
-        self.gc.add_start_root(r);
-        let handle = std::thread::Builder::new()
-            .name("kiln-thread".into())
-            .stack_size(stack)
-            .spawn(move || {
-                let rt: Arc<Runtime> = me;
-                let mut ctx = ThreadCtx::new(&*rt, stack);
-                // SAFETY: `ctx` lives on this frame until after `_att` is dropped.
-                let _att = unsafe { crate::runtime::roots::attach(&rt, &mut ctx) };
-                ctx.roots.push(robj as *mut u8);
-                rt.gc.remove_start_root(robj as *mut u8);
-                let args = [robj as u64];
-                // SAFETY: `mhp` is the live handle of `run`; args hold the receiver.
-                unsafe { call_from_host(&mut ctx, mhp as *const MethodHandle, args.as_ptr()) };
-                if ctx.has_pending() {
-                    // SAFETY: a pending exception is a live object; the trace holds live handles.
-                    unsafe { rt.report_uncaught(ctx.pending, &ctx.trace) };
-                }
-                rt.flush_stdout();
-            })
-            .map_err(|e| {
-                self.gc.remove_start_root(r);
-                Fault::new(FaultKind::OutOfMemory, format!("cannot start thread: {e}"))
-            })?;
-        let mut ts = self.threads.lock().unwrap_or_else(|e| e.into_inner());
-        ts.push(Some(handle));
-        Ok(ts.len())
-    }
-
-    /// Wait for thread `id` (1-based registry index; unknown or joined ids return at once).
-    pub fn join_thread(&self, id: usize) {
-        let h = {
-            let mut ts = self.threads.lock().unwrap_or_else(|e| e.into_inner());
-            id.checked_sub(1)
-                .and_then(|i| ts.get_mut(i))
-                .and_then(|s| s.take())
-        };
-        if let Some(h) = h {
-            // Blocking: count as stopped meanwhile.
-            let _n = crate::safepoint::native_scope();
-            let _ = h.join();
-        }
     }
 
     /// Find the implementation of interface method `index` of interface `iface` for `obj`.

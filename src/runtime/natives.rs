@@ -198,12 +198,19 @@ fn thread_start(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
     if a[0] == 0 {
         return Err(Fault::null("Thread::start argument is null"));
     }
-    let rt = t.rt();
+    // SAFETY: the runtime outlives every thread context (each thread holds
+    // an Arc); a separate borrow so `t`'s handle scope can be used.
+    let rt = unsafe { &*(t.runtime as *const super::Runtime) };
     // SAFETY: thread_class is the live Thread descriptor. The runnable is
     // argument 0, a slot of the caller's frame (a root) across the allocation.
     let obj = unsafe { rt.alloc_object(rt.thread_class) }?;
+    // Starting the thread waits for it in a native section, where a
+    // collection can run: the new object is held in the handle scope.
+    t.roots.push(obj);
     // SAFETY: non-null receiver checked above; verified code passes a live Runnable.
-    let id = unsafe { rt.spawn_runnable(a[0] as *mut u8) }?;
+    let id = unsafe { rt.spawn_runnable(a[0] as *mut u8) };
+    t.roots.pop();
+    let id = id?;
     // SAFETY: the handle field lies inside every Thread object.
     unsafe { *(obj.add(rt.thread_handle_offset) as *mut i64) = id as i64 };
     Ok(obj as u64)
@@ -213,11 +220,13 @@ fn thread_join(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
     if a[0] == 0 {
         return Err(Fault::null("Thread::join receiver is null"));
     }
-    let rt = t.rt();
+    // SAFETY: the runtime outlives every thread context (each thread holds
+    // an Arc); a separate borrow so `t` can be passed on mutably.
+    let rt = unsafe { &*(t.runtime as *const super::Runtime) };
     // SAFETY: the receiver is a live Thread object.
     let id = unsafe { *((a[0] as *const u8).add(rt.thread_handle_offset) as *const i64) };
     rt.flush_stdout();
-    rt.join_thread(id as usize);
+    rt.join_thread(t, id as usize)?;
     Ok(0)
 }
 

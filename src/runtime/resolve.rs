@@ -175,18 +175,14 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
     };
     let mut insns = Vec::with_capacity(info.insns.len());
     let mut switch_targets = Vec::new();
-    for vi in &info.insns {
-        let Some(stack) = vi.stack.as_ref() else {
+    for (i, vi) in info.insns.iter().enumerate() {
+        let Some(stack) = info.stack(i) else {
             insns.push(I::Unreachable);
             continue;
         };
         let at = vi.offset;
-        let top = stack.last().cloned().unwrap_or(VType::I32);
-        let second = if stack.len() >= 2 {
-            stack[stack.len() - 2].clone()
-        } else {
-            VType::I32
-        };
+        let top = stack.top().cloned().unwrap_or(VType::I32);
+        let second = stack.from_top(1).cloned().unwrap_or(VType::I32);
         let op = vi.insn.op;
         let ins = match (&vi.insn.operand, op) {
             (Operand::None, Op::Nop) => I::Nop,
@@ -441,20 +437,10 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
             catch,
         });
     }
-    let mut stack_ref_start = Vec::with_capacity(info.insns.len() + 1);
-    let mut stack_refs = Vec::new();
-    let mut depths = Vec::with_capacity(info.insns.len());
-    for vi in &info.insns {
-        stack_ref_start.push(stack_refs.len() as u32);
-        let st = vi.stack.as_deref().unwrap_or(&[]);
-        depths.push(st.len() as u32);
-        for (p, t) in st.iter().enumerate() {
-            if t.is_ref() {
-                stack_refs.push(p as u32);
-            }
-        }
-    }
-    stack_ref_start.push(stack_refs.len() as u32);
+    let stack_refs = info.ref_map();
+    let depths = (0..info.insns.len())
+        .map(|i| info.stack(i).map_or(0, |s| s.len() as u32))
+        .collect();
     let narrow_args = (0..nargs)
         .filter_map(|s| match var_ty(s) {
             TypeSig::Prim(Prim::U8) => Some((s, Kind::U8)),
@@ -471,7 +457,6 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
         nargs,
         nlocals,
         frame_slots: nargs + nlocals + info.max_stack + 1,
-        stack_ref_start,
         stack_refs,
         depths,
         xs: Vec::new(),

@@ -194,6 +194,33 @@ pub unsafe fn attach<'a>(rt: &'a Runtime, ctx: *mut ThreadCtx) -> Attached<'a> {
     }
 }
 
+/// Attach the current thread, which must not be registered with the
+/// safepoint module yet, like [`attach`]; but if it cannot be registered
+/// (the system refuses its alternate signal stack), fail instead of
+/// disabling collection: a thread starting up can still give up.
+///
+/// # Safety
+/// As [`attach`].
+pub unsafe fn try_attach<'a>(
+    rt: &'a Runtime,
+    ctx: *mut ThreadCtx,
+) -> Result<Attached<'a>, safepoint::SafepointError> {
+    let guard = safepoint::register_thread()?;
+    guard.set_data(ctx as usize);
+    rt.gc
+        .attached
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(ctx as usize);
+    // SAFETY: the caller guarantees `ctx` is alive.
+    rt.interrupts.on_attach(unsafe { &(*ctx).interrupt });
+    Ok(Attached {
+        gc: &rt.gc,
+        ctx: ctx as usize,
+        _guard: Some(guard),
+    })
+}
+
 /// Attach the current thread, which a caller keeps registered with the
 /// safepoint module through `guard` across attachments (a host thread that
 /// calls in repeatedly, see `crate::host`): `guard`'s data becomes `ctx`.

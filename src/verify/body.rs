@@ -2,11 +2,17 @@
 //! interpretation that types the evaluation stack before every instruction.
 //!
 //! The abstract interpretation is a worklist over instruction indices. A
-//! state is the list of stack types; states only grow up the lattice (a
-//! reference type widens to its most specific common supertypes, a `Join` of
-//! several or `object`, `null` to any reference), so each instruction is
-//! revisited a bounded number of times; an explicit work bound turns
-//! pathological input into an error.
+//! state is the list of stack types, stored as a shared node of
+//! [`super::stacks`] (a persistent stack: an instruction's state shares
+//! everything below its top with its predecessor's, so memory is not
+//! instructions × depth); states only grow up the lattice (a reference type
+//! widens to its most specific common supertypes, a `Join` of several or
+//! `object`, `null` to any reference), so each instruction is revisited a
+//! bounded number of times. Two explicit bounds, both linear in the method's
+//! instruction count `n`, turn pathological input into an error at the
+//! instruction where they are reached: at most `16 n + 100,000` instruction
+//! visits ([`K::TooComplex`]) and at most `32 n + 131,072` stack nodes
+//! ([`K::TooManyStackTypes`]; a node is [`super::NODE_BYTES`] bytes).
 //!
 //! Error recovery: an instruction with wrong operand types reports the error
 //! and still propagates its natural result types (marked *tainted*, which
@@ -15,7 +21,10 @@
 
 use super::blocks::{self, Edge};
 use super::classes::is_abstract;
-use super::{qual, Cx, MethodInfo, VInsn, VType, VerifyError, VerifyErrorKind as K, MAX_STACK};
+use super::stacks::{Arena, Cur, EMPTY, NONE};
+use super::{
+    qual, Cx, MethodInfo, StackShot, VInsn, VType, VerifyError, VerifyErrorKind as K, MAX_STACK,
+};
 use crate::bytecode::{decode_all, Insn, Op, Operand};
 use crate::library::program::{ClassId, MemberId, Program};
 use crate::library::{
@@ -26,8 +35,32 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::slice::from_ref;
 
-/// Most stack cells (summed over all instructions' states) one method may need.
-const MAX_CELLS: usize = 1 << 24;
+/// Instruction visits one method may take: `VISITS_PER_INSN` per
+/// instruction plus `VISITS_SLACK`.
+const VISITS_PER_INSN: usize = 16;
+const VISITS_SLACK: usize = 100_000;
+/// Shared stack nodes one method may create (every push and every merged
+/// slot that is not shared makes one): `NODES_PER_INSN` per instruction
+/// plus `NODES_SLACK`. Real code needs about one node per instruction
+/// visit; the slack leaves room for the visits bound.
+pub(super) const NODES_PER_INSN: usize = 32;
+pub(super) const NODES_SLACK: usize = 1 << 17;
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: `(per instruction, slack)` instead of the node bound's constants.
+    pub(super) static NODE_LIMIT: std::cell::Cell<Option<(usize, usize)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// The shared stack nodes a method of `n` instructions may create.
+fn node_limit(n: usize) -> usize {
+    #[cfg(test)]
+    if let Some((per, slack)) = NODE_LIMIT.with(|l| l.get()) {
+        return n.saturating_mul(per).saturating_add(slack);
+    }
+    n.saturating_mul(NODES_PER_INSN).saturating_add(NODES_SLACK)
+}
 
 /// Verify the body of method `mid`. Returns its typed instructions if the
 /// method has no errors (errors go to `cx`).
@@ -175,39 +208,52 @@ impl<'a> Verifier<'a, '_> {
 
         // Abstract interpretation.
         let mut df = Flow {
-            states: vec![None; n],
+            states: vec![NONE; n],
             tainted: vec![false; n],
             queued: vec![false; n],
             reported: vec![false; n],
             work: BinaryHeap::new(),
-            cells: 0,
+            ar: Arena::default(),
         };
-        df.seed(0, Vec::new());
+        df.seed(0, &[]);
         for (i, st) in &blocks.seeds {
             // A catch block that starts with a nested try enters it with the
             // exception still on the stack.
             if try_start[*i] && !st.is_empty() {
-                errs.push((offsets[*i], K::TryStackNotEmpty(st.clone())));
+                errs.push((offsets[*i], K::TryStackNotEmpty(StackShot::of(st))));
             }
-            df.seed(*i, st.clone());
+            df.seed(*i, st);
         }
-        let mut budget = n.saturating_mul(16).saturating_add(100_000);
+        let mut budget = n
+            .saturating_mul(VISITS_PER_INSN)
+            .saturating_add(VISITS_SLACK);
+        let node_limit = node_limit(n);
         let mut max_stack = 0usize;
         while let Some(Reverse(i)) = df.work.pop() {
             df.queued[i] = false;
-            if budget == 0 || df.cells > MAX_CELLS {
+            if budget == 0 {
                 errs.push((offsets[i], K::TooComplex));
                 break;
             }
+            if df.ar.len() > node_limit {
+                errs.push((offsets[i], K::TooManyStackTypes { limit: node_limit }));
+                break;
+            }
             budget -= 1;
-            let Some(mut st) = df.states[i].clone() else {
+            let top = df.states[i];
+            if top == NONE {
                 continue;
+            }
+            let mut st = Cur {
+                ar: &mut df.ar,
+                top,
             };
             let (off, insn) = &decoded[i];
             max_stack = max_stack.max(st.len());
             self.cur.clear();
             let res = self.exec(insn, &mut st);
-            if st.len() > MAX_STACK {
+            let (top, depth) = (st.top, st.len());
+            if depth > MAX_STACK {
                 self.cur.push(K::StackTooDeep);
             }
             let had_errors = !self.cur.is_empty();
@@ -215,17 +261,17 @@ impl<'a> Verifier<'a, '_> {
                 df.reported[i] = true;
                 errs.extend(self.cur.drain(..).map(|k| (*off, k)));
             }
-            if res.is_err() || st.len() > MAX_STACK {
+            if res.is_err() || depth > MAX_STACK {
                 continue;
             }
-            max_stack = max_stack.max(st.len());
+            max_stack = max_stack.max(depth);
             let taint = df.tainted[i] || had_errors;
             if !insn.op.is_terminator() && i + 1 == n && !df.reported[i] {
                 df.reported[i] = true;
                 errs.push((*off, K::FallsOffEnd));
             }
             for &j in &succ[i] {
-                if let Err(k) = df.merge(self.p, j, &st, taint, try_start[j]) {
+                if let Err(k) = df.merge(self.p, j, top, taint, try_start[j]) {
                     if !taint && !df.reported[i] {
                         df.reported[i] = true;
                         errs.push((*off, k(offsets[j])));
@@ -238,19 +284,22 @@ impl<'a> Verifier<'a, '_> {
         }
         let insns = decoded
             .into_iter()
-            .zip(df.states)
-            .map(|((offset, insn), stack)| VInsn {
+            .map(|(offset, insn)| VInsn {
                 offset,
                 insn,
                 line: self.m.line_at(offset),
-                stack,
             })
             .collect();
+        let mut tops = df.states;
+        let mut stacks = df.ar.finish();
+        stacks.compact(&mut tops);
         (
             errs,
             Some(MethodInfo {
                 insns,
                 max_stack: max_stack as u32,
+                tops,
+                stacks,
             }),
         )
     }
@@ -259,7 +308,7 @@ impl<'a> Verifier<'a, '_> {
         self.cur.push(k);
     }
 
-    fn need(&mut self, st: &[VType], op: Op, n: usize) -> Result<(), Stop> {
+    fn need(&mut self, st: &Cur, op: Op, n: usize) -> Result<(), Stop> {
         if st.len() < n {
             self.err(K::StackUnderflow {
                 op,
@@ -446,7 +495,7 @@ impl<'a> Verifier<'a, '_> {
     }
 
     /// Simulate one instruction on `st`.
-    fn exec(&mut self, insn: &Insn, st: &mut Vec<VType>) -> Result<(), Stop> {
+    fn exec(&mut self, insn: &Insn, st: &mut Cur) -> Result<(), Stop> {
         use VType as V;
         let op = insn.op;
         match (&insn.operand, op) {
@@ -491,8 +540,7 @@ impl<'a> Verifier<'a, '_> {
             }
             (_, Op::Dup) => {
                 self.need(st, op, 1)?;
-                let top = st[st.len() - 1].clone();
-                st.push(top);
+                st.dup();
             }
             (_, Op::Pop) => {
                 self.need(st, op, 1)?;
@@ -644,12 +692,12 @@ impl<'a> Verifier<'a, '_> {
             (_, Op::Ret) => {
                 let ok = match &self.m.ret {
                     None => st.is_empty(),
-                    Some(t) => st.len() == 1 && self.fits(&st[0], t),
+                    Some(t) => st.len() == 1 && st.last().is_some_and(|v| self.fits(v, t)),
                 };
                 if !ok {
                     self.err(K::BadReturn {
                         expected: self.m.ret.clone(),
-                        found: st.clone(),
+                        found: st.shot(),
                     });
                 }
                 st.clear();
@@ -842,44 +890,26 @@ impl<'a> Verifier<'a, '_> {
         }
     }
 
-    fn pop2(&mut self, st: &mut Vec<VType>, op: Op) -> Result<(VType, VType), Stop> {
+    fn pop2(&mut self, st: &mut Cur, op: Op) -> Result<(VType, VType), Stop> {
         self.need(st, op, 2)?;
         let b = st.pop().unwrap_or(VType::Null);
         let a = st.pop().unwrap_or(VType::Null);
         Ok((a, b))
     }
 
-    fn call(&mut self, op: Op, idx: u32, st: &mut Vec<VType>) -> Result<(), Stop> {
+    fn call(&mut self, op: Op, idx: u32, st: &mut Cur) -> Result<(), Stop> {
         let (decl, md) = self.method(idx)?;
         let ddef = self.p.def(decl);
         let q = format!("{}::{}", ddef.name, md.name);
-        let is_ctor = md.name == "ctor";
-        match op {
-            Op::Call => {
-                if is_abstract(ddef, md) {
-                    self.err(K::CallAbstract(q.clone()));
-                }
-                let in_ctor = self.m.name == "ctor" && !self.m.flags.is_static;
-                if is_ctor && !(in_ctor && self.p.is_subclass(self.cls, decl)) {
-                    self.err(K::CtorCallOutsideCtor(q.clone()));
-                }
-            }
-            Op::Callvirt => {
-                if is_ctor {
-                    self.err(K::CallvirtCtor(q.clone()));
-                } else if md.flags.is_static {
-                    self.err(K::CallvirtNotInstance(q.clone()));
-                }
-            }
-            _ => {
-                if !is_ctor {
-                    self.err(K::NewobjNotCtor(q.clone()));
-                    return Err(Stop);
-                }
-                if ddef.kind == TypeKind::Interface || ddef.is_abstract {
-                    self.err(K::NewobjAbstract(ddef.name.clone()));
-                }
-            }
+        if md.name == "cctor" {
+            // The runtime runs a static constructor once, at load (as the
+            // JVM does `<clinit>`); calling it again would re-run the
+            // initializer and re-store immutable statics. The path goes on
+            // with the call's natural effect (a cctor takes and returns
+            // nothing), so every such call is reported.
+            self.err(K::CallCctor(q.clone()));
+        } else {
+            self.call_kind(op, decl, md, &q)?;
         }
         let has_recv = !md.flags.is_static && op != Op::Newobj;
         let n = md.params.len() + usize::from(has_recv);
@@ -898,6 +928,41 @@ impl<'a> Verifier<'a, '_> {
             st.push(VType::Ref(TypeSig::Class(ddef.name.clone())));
         } else if let Some(t) = &md.ret {
             st.push(VType::of(t));
+        }
+        Ok(())
+    }
+
+    /// The rules of `call`/`callvirt`/`newobj` of method `md` of class `decl`
+    /// (not a cctor), named `q` in messages.
+    fn call_kind(&mut self, op: Op, decl: ClassId, md: &MethodDef, q: &str) -> Result<(), Stop> {
+        let ddef = self.p.def(decl);
+        let is_ctor = md.name == "ctor";
+        match op {
+            Op::Call => {
+                if is_abstract(ddef, md) {
+                    self.err(K::CallAbstract(q.to_string()));
+                }
+                let in_ctor = self.m.name == "ctor" && !self.m.flags.is_static;
+                if is_ctor && !(in_ctor && self.p.is_subclass(self.cls, decl)) {
+                    self.err(K::CtorCallOutsideCtor(q.to_string()));
+                }
+            }
+            Op::Callvirt => {
+                if is_ctor {
+                    self.err(K::CallvirtCtor(q.to_string()));
+                } else if md.flags.is_static {
+                    self.err(K::CallvirtNotInstance(q.to_string()));
+                }
+            }
+            _ => {
+                if !is_ctor {
+                    self.err(K::NewobjNotCtor(q.to_string()));
+                    return Err(Stop);
+                }
+                if ddef.kind == TypeKind::Interface || ddef.is_abstract {
+                    self.err(K::NewobjAbstract(ddef.name.clone()));
+                }
+            }
         }
         Ok(())
     }
@@ -928,7 +993,8 @@ fn implicit_ctor() -> &'static MethodDef {
 
 /// Per-instruction dataflow state.
 struct Flow {
-    states: Vec<Option<Vec<VType>>>,
+    /// Each instruction's stack: a node of `ar`, `EMPTY`, or `NONE` (not reached yet).
+    states: Vec<u32>,
     tainted: Vec<bool>,
     queued: Vec<bool>,
     /// The instruction has reported its errors (report once).
@@ -937,18 +1003,17 @@ struct Flow {
     /// code order defines a join point's stack and later ones are checked
     /// against it.
     work: BinaryHeap<Reverse<usize>>,
-    /// Stack cells currently stored in `states`.
-    cells: usize,
+    /// The stacks.
+    ar: Arena,
 }
 
 /// A join-point error, completed with the target offset by the caller.
 type JoinErr = Box<dyn FnOnce(u32) -> K>;
 
 impl Flow {
-    fn seed(&mut self, i: usize, st: Vec<VType>) {
-        if self.states[i].is_none() {
-            self.cells += st.len();
-            self.states[i] = Some(st);
+    fn seed(&mut self, i: usize, st: &[VType]) {
+        if self.states[i] == NONE {
+            self.states[i] = self.ar.build(st);
             self.push(i);
         }
     }
@@ -965,46 +1030,39 @@ impl Flow {
         &mut self,
         p: &Program,
         j: usize,
-        st: &[VType],
+        st: u32,
         taint: bool,
         try_start: bool,
     ) -> Result<(), JoinErr> {
-        if try_start && !st.is_empty() {
-            let s = st.to_vec();
+        if try_start && st != EMPTY {
+            let s = self.ar.s.shot(st);
             return Err(Box::new(move |_| K::TryStackNotEmpty(s)));
         }
-        let Some(old) = &self.states[j] else {
-            self.cells += st.len();
-            self.states[j] = Some(st.to_vec());
+        let old = self.states[j];
+        if old == NONE {
+            self.states[j] = st;
             self.tainted[j] = taint;
             self.push(j);
             return Ok(());
-        };
-        let mismatch = |old: &Vec<VType>| -> JoinErr {
-            let (expected, found) = (old.clone(), st.to_vec());
-            Box::new(move |target| K::StackMismatch {
-                target,
-                expected,
-                found,
-            })
-        };
-        if old.len() != st.len() {
-            return Err(mismatch(old));
         }
-        let mut changed = None;
-        for (k, (a, b)) in old.iter().zip(st).enumerate() {
-            match join(p, a, b) {
-                None => return Err(mismatch(old)),
-                Some(t) if t != *a => changed.get_or_insert_with(|| old.clone())[k] = t,
-                Some(_) => {}
+        match self.ar.merge(old, st, |a, b| join(p, a, b)) {
+            Err(_) => {
+                let (expected, found) = (self.ar.s.shot(old), self.ar.s.shot(st));
+                Err(Box::new(move |target| K::StackMismatch {
+                    target,
+                    expected,
+                    found,
+                }))
+            }
+            Ok(new) => {
+                self.tainted[j] |= taint;
+                if new != old {
+                    self.states[j] = new;
+                    self.push(j);
+                }
+                Ok(())
             }
         }
-        self.tainted[j] |= taint;
-        if let Some(new) = changed {
-            self.states[j] = Some(new);
-            self.push(j);
-        }
-        Ok(())
     }
 }
 

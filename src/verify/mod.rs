@@ -4,11 +4,13 @@
 //! `kasm.md` "Verification" (see `docs/verifier.md`) and reports every error it
 //! finds, each with its file, line, class, method and bytecode offset. On
 //! success it returns, for every method with a body, the evaluation-stack
-//! types before every instruction and the method's `max_stack`.
+//! types before every instruction ([`MethodInfo::stack`], stored as shared
+//! nodes so that memory is linear in the code, see [`Stacks`]) and the
+//! method's `max_stack`.
 //!
 //! Invariants guaranteed to consumers (the interpreter and the JIT trust them
 //! and do not re-check):
-//! - every reachable instruction has a known stack (`VInsn::stack` is `Some`),
+//! - every reachable instruction has a known stack ([`MethodInfo::stack`] is `Some`),
 //!   and its operands have the types the instruction needs; every join point
 //!   agrees in depth and primitive types, so a value's stack slot always holds
 //!   the same kind of 64-bit value (`i32`, `i64`, `f32`, `f64`, `ptr`, ref);
@@ -29,11 +31,13 @@
 //!
 //! The verifier never panics and always terminates, whatever the input: every
 //! index is checked, hierarchy walks are bounded ([`Program`] guarantees it),
-//! and the abstract interpretation has an explicit iteration bound.
+//! and the abstract interpretation has explicit work and memory bounds
+//! (per method, linear in its instruction count).
 
 mod blocks;
 mod body;
 mod classes;
+mod stacks;
 #[cfg(test)]
 mod tests;
 
@@ -42,6 +46,8 @@ use crate::library::program::{ClassId, MemberId, Program};
 use crate::library::{Access, Prim, TypeKind, TypeSig};
 use std::collections::HashMap;
 use std::fmt;
+
+pub use stacks::{RefMap, Stack, StackShot, Stacks, NODE_BYTES, SHOWN};
 
 /// Deepest evaluation stack a method may use.
 pub const MAX_STACK: usize = 1024;
@@ -125,7 +131,7 @@ impl fmt::Display for VType {
     }
 }
 
-/// One decoded instruction with its verified stack.
+/// One decoded instruction (its stack: [`MethodInfo::stack`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct VInsn {
     /// Byte offset in the method's code.
@@ -134,23 +140,64 @@ pub struct VInsn {
     pub insn: Insn,
     /// Its source line.
     pub line: u32,
-    /// Stack types before the instruction, bottom first; `None` = unreachable.
-    pub stack: Option<Vec<VType>>,
 }
 
 /// The verifier's result for one method body.
+///
+/// The stack before each instruction is not a vector of its own (that is
+/// instructions × depth): stacks are shared nodes ([`Stacks`]), and
+/// [`MethodInfo::stack`] gives a view of one.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MethodInfo {
     /// Every instruction, in code order.
     pub insns: Vec<VInsn>,
     /// The deepest evaluation stack any path reaches.
     pub max_stack: u32,
+    /// Per instruction, its stack's top node (`stacks::NONE`: unreachable).
+    tops: Vec<u32>,
+    stacks: Stacks,
 }
 
 impl MethodInfo {
     /// Index in `insns` of the instruction starting at byte `offset`.
     pub fn index_of(&self, offset: u32) -> Option<usize> {
         self.insns.binary_search_by_key(&offset, |i| i.offset).ok()
+    }
+
+    /// The stack types before instruction `i` (bottom first), or `None` if
+    /// no path reaches it (unreachable code is never executed, so it is not
+    /// typed) or `i` is out of range. O(1).
+    pub fn stack(&self, i: usize) -> Option<Stack<'_>> {
+        let top = *self.tops.get(i)?;
+        (top != stacks::NONE).then_some(Stack {
+            s: &self.stacks,
+            top,
+        })
+    }
+
+    /// Is instruction `i` reachable (typed)?
+    pub fn reachable(&self, i: usize) -> bool {
+        self.stack(i).is_some()
+    }
+
+    /// Does any reachable instruction's stack hold a value of a type that
+    /// satisfies `pred`? Linear in the distinct stack types, not in
+    /// instructions × depth.
+    pub fn any_stack_type(&self, pred: impl FnMut(&VType) -> bool) -> bool {
+        // Compacted: every type in the table is on some reachable stack.
+        self.stacks.types.iter().any(pred)
+    }
+
+    /// Which stack positions hold references before each instruction, in
+    /// shared form (the collector's map of the evaluation stack; `null`
+    /// counts as a reference). Linear in the stored stack nodes.
+    pub fn ref_map(&self) -> RefMap {
+        self.stacks.ref_map(&self.tops)
+    }
+
+    /// The shared stack nodes (for measuring their size).
+    pub fn stacks(&self) -> &Stacks {
+        &self.stacks
     }
 }
 
@@ -367,16 +414,16 @@ pub enum VerifyErrorKind {
         /// Offset of the join point.
         target: u32,
         /// Stack already recorded there.
-        expected: Vec<VType>,
+        expected: StackShot,
         /// Stack this instruction brings.
-        found: Vec<VType>,
+        found: StackShot,
     },
     /// `ret` with a stack that is not exactly the return value.
     BadReturn {
         /// Declared return type.
         expected: Option<TypeSig>,
         /// Stack at the `ret`.
-        found: Vec<VType>,
+        found: StackShot,
     },
     /// `ldstr` index out of range.
     BadStringIndex(u32),
@@ -420,6 +467,8 @@ pub enum VerifyErrorKind {
     CallvirtCtor(String),
     /// `call C::ctor` outside a constructor of `C` or one of its subclasses.
     CtorCallOutsideCtor(String),
+    /// `call`/`callvirt`/`newobj` of a static constructor (only the runtime runs it, once).
+    CallCctor(String),
     /// `newobj` of something that is not a `ctor`.
     NewobjNotCtor(String),
     /// `newobj` of an abstract class or an interface.
@@ -470,15 +519,23 @@ pub enum VerifyErrorKind {
     /// `ret` inside a protected block.
     RetInProtected,
     /// The stack is not empty on entry to a try block.
-    TryStackNotEmpty(Vec<VType>),
+    TryStackNotEmpty(StackShot),
     /// `endfinally` outside a finally block.
     EndfinallyOutsideFinally,
     /// `rethrow` outside a catch block.
     RethrowOutsideCatch,
     /// The evaluation stack grows beyond [`MAX_STACK`].
     StackTooDeep,
-    /// The method exceeds the verifier's work bound (instructions × stack depth).
+    /// The method exceeds the verifier's work bound (instruction visits of
+    /// the abstract interpretation: 16 per instruction plus 100,000).
     TooComplex,
+    /// The method's stack types need more shared stack nodes than the
+    /// verifier's memory bound allows (`limit`: 32 per instruction plus
+    /// 131,072, of [`NODE_BYTES`] each).
+    TooManyStackTypes {
+        /// The bound for this method.
+        limit: usize,
+    },
 }
 
 fn stack_str(s: &[VType]) -> String {
@@ -549,18 +606,14 @@ impl fmt::Display for VerifyErrorKind {
             FallsOffEnd => f.write_str("control falls off the end of the method"),
             StackMismatch { target, expected, found } => write!(
                 f,
-                "stack mismatch at join point @{target}: {} here, {} on another path",
-                stack_str(found),
-                stack_str(expected)
+                "stack mismatch at join point @{target}: {found} here, {expected} on another path",
             ),
             BadReturn { expected: None, found } => {
-                write!(f, "bad return: void method returns with stack {}", stack_str(found))
+                write!(f, "bad return: void method returns with stack {found}")
             }
-            BadReturn { expected: Some(t), found } => write!(
-                f,
-                "bad return: expected exactly one {t} on the stack, found {}",
-                stack_str(found)
-            ),
+            BadReturn { expected: Some(t), found } => {
+                write!(f, "bad return: expected exactly one {t} on the stack, found {found}")
+            }
             BadStringIndex(i) => write!(f, "string index {i} out of range"),
             BadMemberRef(i) => write!(f, "member reference {i} out of range"),
             BadTypeRef(i) => write!(f, "type reference {i} out of range"),
@@ -578,6 +631,10 @@ impl fmt::Display for VerifyErrorKind {
             CtorCallOutsideCtor(m) => {
                 write!(f, "`call {m}` is only allowed in a constructor of that class or a subclass")
             }
+            CallCctor(m) => write!(
+                f,
+                "static constructor `{m}` cannot be called: the runtime runs it once, at load"
+            ),
             NewobjNotCtor(m) => write!(f, "`newobj` needs a constructor, `{m}` is not a ctor"),
             NewobjAbstract(c) => write!(f, "`newobj` of abstract class or interface `{c}`"),
             FieldStaticness { field, want_static: true } => {
@@ -603,11 +660,15 @@ impl fmt::Display for VerifyErrorKind {
             }
             LeaveFinally => f.write_str("`leave` out of a finally block (use endfinally)"),
             RetInProtected => f.write_str("`ret` inside a protected block (use leave)"),
-            TryStackNotEmpty(s) => write!(f, "stack not empty on entry to a try block: {}", stack_str(s)),
+            TryStackNotEmpty(s) => write!(f, "stack not empty on entry to a try block: {s}"),
             EndfinallyOutsideFinally => f.write_str("`endfinally` outside a finally block"),
             RethrowOutsideCatch => f.write_str("`rethrow` outside a catch block"),
             StackTooDeep => write!(f, "evaluation stack deeper than {MAX_STACK}"),
             TooComplex => f.write_str("method too large or complex to verify"),
+            TooManyStackTypes { limit } => write!(
+                f,
+                "method too large or complex to verify: its stack types need more than {limit} shared stack nodes (limit: 32 per instruction + 131072)"
+            ),
         }
     }
 }

@@ -182,7 +182,9 @@ fn stacks_before_every_instruction() {
   }
 }",
     );
-    let stacks: Vec<Option<Vec<VType>>> = info.insns.iter().map(|i| i.stack.clone()).collect();
+    let stacks: Vec<Option<Vec<VType>>> = (0..info.insns.len())
+        .map(|i| info.stack(i).map(|s| s.to_vec()))
+        .collect();
     use VType::*;
     assert_eq!(
         stacks,
@@ -315,8 +317,9 @@ fn loop_state_widens_and_settles() {
 }",
     );
     // `top` is the second instruction: first reached with a string, then an i32[].
-    assert_eq!(info.insns[1].stack, Some(vec![cls("Object")]));
-    assert_eq!(info.insns.last().unwrap().stack, Some(vec![]));
+    assert_eq!(info.stack(1).map(|s| s.to_vec()), Some(vec![cls("Object")]));
+    let last = info.insns.len() - 1;
+    assert_eq!(info.stack(last).map(|s| s.to_vec()), Some(vec![]));
 }
 
 #[test]
@@ -346,13 +349,11 @@ fn handler_entry_stacks() {
 }",
     );
     let at = |op: Op, nth: usize| {
-        info.insns
-            .iter()
-            .filter(|i| i.insn.op == op)
+        let i = (0..info.insns.len())
+            .filter(|&i| info.insns[i].insn.op == op)
             .nth(nth)
-            .unwrap()
-            .stack
-            .clone()
+            .unwrap();
+        info.stack(i).map(|s| s.to_vec())
     };
     assert_eq!(at(Op::Ldfld, 0), Some(vec![cls("ArithmeticException")]));
     assert_eq!(at(Op::Endfinally, 0), Some(vec![]));
@@ -926,4 +927,214 @@ fn require_main_is_an_option() {
     let bad = ".library nomain\n.class public C {\n  .method public static f() -> i32 {\n    ret\n  }\n}\n";
     let p = Program::new(vec![std_lib(), lib(bad)]).expect("no duplicate classes");
     assert!(verify_program_with(&p, &files, opts).is_err());
+}
+
+#[test]
+fn cctor_calls_are_rejected() {
+    let es = errors(lib(".library t
+.class public Config {
+  .field public static count: i64
+  .method public static cctor() {
+    ldsfld Config::count
+    ldc.i64 1
+    add
+    stsfld Config::count
+    call Config::cctor
+    ret
+  }
+  .method public static again() {
+    call Config::cctor
+    ret
+  }
+}
+.class public Program {
+  .method public static main() {
+    call Config::cctor
+    callvirt Config::cctor
+    newobj Config::cctor
+    pop
+    ret
+  }
+}"));
+    let msg =
+        "static constructor `Config::cctor` cannot be called: the runtime runs it once, at load";
+    for at in [
+        "t.kasm:9: Config::cctor @20: ",
+        "t.kasm:13: Config::again @0: ",
+        "t.kasm:19: Program::main @0: ",
+        "t.kasm:20: Program::main @5: ",
+        "t.kasm:21: Program::main @10: ",
+    ] {
+        assert_error(&es, &format!("{at}{msg}"));
+    }
+    // One error per call, no follow-on errors.
+    assert_eq!(es.len(), 5, "{}", es.join("\n"));
+    // The runtime's own use of a cctor (a static store in it) is still fine,
+    // and so is calling an ordinary method of a class with a cctor.
+    run(lib(".library t
+.class public Config {
+  .field public static count: i64
+  .method public static cctor() {
+    ldc.i64 1
+    stsfld Config::count
+    ret
+  }
+  .method public static get() -> i64 {
+    ldsfld Config::count
+    ret
+  }
+}
+.class public Program {
+  .method public static main() {
+    call Config::get
+    pop
+    ret
+  }
+}"))
+    .expect("accepted");
+}
+
+/// A method that pushes `refs` copies of its string argument, runs `body`
+/// `ldloc x; stloc x` pairs over them and pops them again.
+fn deep_method(name: &str, refs: usize, body: usize) -> String {
+    let mut s =
+        format!("  .method public static {name}(s: string) -> i32 {{\n    .locals (x: i32)\n");
+    s.push_str(&"    ldarg s\n".repeat(refs));
+    s.push_str(&"    ldloc x\n    stloc x\n".repeat(body));
+    s.push_str(&"    pop\n".repeat(refs));
+    s.push_str("    ldloc x\n    ret\n  }\n");
+    s
+}
+
+fn method_info(src: &str, class: &str, m: &str) -> MethodInfo {
+    let v = run(lib(src)).unwrap_or_else(|e| panic!("rejected: {e:?}"));
+    let p = Program::new(vec![std_lib(), lib(src)]).unwrap();
+    let mid = p.find_method(p.class(class).unwrap(), m).unwrap();
+    v.methods.get(&mid).expect("verified").clone()
+}
+
+#[test]
+fn deep_stacks_are_shared_not_copied() {
+    // 1,000 references across 8,000 instructions: 8 million stack slots if
+    // every instruction had its own vector; shared, about one node per
+    // instruction.
+    let (refs, body) = (1000, 4000);
+    let src = format!(
+        ".library t\n.class public Program {{\n{}{MAIN_BODY}}}\n",
+        deep_method("deep", refs, body),
+        MAIN_BODY = "  .method public static main() {\n    ret\n  }\n"
+    );
+    let info = method_info(&src, "Program", "deep");
+    let n = info.insns.len();
+    assert_eq!(n, 2 * refs + 2 * body + 2);
+    assert!(
+        info.stacks().nodes() <= n,
+        "{} nodes for {n} instructions",
+        info.stacks().nodes()
+    );
+    assert_eq!(info.max_stack as usize, refs + 1);
+    let string = cls("String");
+    // Before the first `ldloc`, during the body, before the pops.
+    for (i, depth, top) in [
+        (refs, refs, string.clone()),
+        (refs + 1, refs + 1, VType::I32),
+        (refs + 2 * body, refs, string.clone()),
+        (2 * refs + 2 * body, 0, string.clone()),
+    ] {
+        let st = info.stack(i).expect("reachable");
+        assert_eq!(st.len(), depth, "depth at {i}");
+        if depth > 0 {
+            assert_eq!(st.top(), Some(&top), "top at {i}");
+        }
+        let v = st.to_vec();
+        assert_eq!(v.len(), depth);
+        assert!(v[..depth.min(refs)].iter().all(|t| *t == string));
+    }
+    // The collector's map: every string slot, nothing for the i32.
+    let map = info.ref_map();
+    let mut seen = Vec::new();
+    map.for_each(refs + 1, |p| seen.push(p));
+    assert_eq!(seen, (0..refs as u32).rev().collect::<Vec<_>>());
+    assert!(map.bytes() < 16 * n, "ref map of {} bytes", map.bytes());
+    assert!(info.any_stack_type(|t| *t == VType::I32));
+    assert!(!info.any_stack_type(|t| *t == VType::I64));
+}
+
+#[test]
+fn merges_share_nodes() {
+    // Two paths bring [A, B, B, ...] and [B, A, A, ...] (A and B unrelated)
+    // to 500 join points, each through its own branch: every join point
+    // merges to [object, object, ...]. Merging the same two stacks again
+    // reuses the first result, so the nodes stay about one per
+    // instruction instead of 500 × 300.
+    let (depth, joins) = (300, 500);
+    let mut s = String::from(
+        ".library t\n.class public A { }\n.class public B { }\n.class public Program {\n\
+         .method public static f(a: A, b: B, c: i32) {\n    ldarg c\n    brtrue Q\n    ldarg a\n",
+    );
+    s.push_str(&"    ldarg b\n".repeat(depth - 1));
+    for side in ["P", "Q"] {
+        if side == "Q" {
+            s.push_str("  Q:\n    ldarg b\n");
+            s.push_str(&"    ldarg a\n".repeat(depth - 1));
+        }
+        for j in 0..joins {
+            s.push_str(&format!("    ldarg c\n    dup\n    brtrue L{j}\n    pop\n"));
+        }
+        s.push_str("    ldc.i32 0\n    br L0\n");
+    }
+    for j in 0..joins {
+        s.push_str(&format!("  L{j}:\n    nop\n"));
+    }
+    s.push_str("    pop\n");
+    s.push_str(&"    pop\n".repeat(depth));
+    s.push_str("    ret\n  }\n  .method public static main() {\n    ret\n  }\n}\n");
+    let info = method_info(&s, "Program", "f");
+    let n = info.insns.len();
+    let last_join = n - depth - 3;
+    assert_eq!(info.insns[last_join].insn.op, Op::Nop);
+    let st = info.stack(last_join).unwrap().to_vec();
+    assert_eq!(st.len(), depth + 1);
+    assert!(st[..depth].iter().all(|t| *t == cls("Object")), "{st:?}");
+    assert_eq!(st[depth], VType::I32);
+    assert!(
+        info.stacks().nodes() <= 2 * n,
+        "{} nodes for {n} instructions",
+        info.stacks().nodes()
+    );
+}
+
+#[test]
+fn stack_node_bound_is_a_located_error() {
+    let src = format!(
+        ".library t\n.class public Program {{\n{}  .method public static main() {{\n    ret\n  }}\n}}\n",
+        deep_method("deep", 100, 10)
+    );
+    // Allow 50 nodes: each `ldarg` makes one, so the 52nd `ldarg`
+    // (instruction 51, line 5 + 51, offset 3 × 51) finds the bound crossed.
+    super::body::NODE_LIMIT.with(|l| l.set(Some((0, 50))));
+    let r = run(lib(&src));
+    super::body::NODE_LIMIT.with(|l| l.set(None));
+    let es: Vec<String> = r.unwrap_err().iter().map(|e| e.to_string()).collect();
+    assert_eq!(es.len(), 1, "{}", es.join("\n"));
+    assert_eq!(
+        es[0],
+        "t.kasm:56: Program::deep @153: method too large or complex to verify: its stack types need more than 50 shared stack nodes (limit: 32 per instruction + 131072)"
+    );
+}
+
+#[test]
+fn deep_stacks_in_errors_are_clipped() {
+    let mut s =
+        String::from(".library t\n.class public Program {\n  .method public static main() {\n");
+    s.push_str(&"    ldnull\n".repeat(100));
+    s.push_str("    ret\n  }\n}\n");
+    let es = errors(lib(&s));
+    assert_eq!(
+        es,
+        vec![format!(
+            "t.kasm:104: Program::main @100: bad return: void method returns with stack [(84 more below), {}]",
+            vec!["null"; SHOWN].join(", ")
+        )]
+    );
 }

@@ -190,17 +190,25 @@ impl ThreadCtx {
     /// it runs for; `runtime::ThreadCtx::new` is the typed constructor), whose native stack has `stack_size`
     /// bytes and whose top is near the caller's frame.
     pub fn new_raw(runtime: *const (), stack_size: usize) -> ThreadCtx {
-        let mut vs: Vec<u64> = Vec::with_capacity(VALUE_STACK_SLOTS);
+        ThreadCtx::try_new_raw(runtime, stack_size)
+            .unwrap_or_else(|| panic!("cannot reserve a thread's value stack"))
+    }
+
+    /// [`ThreadCtx::new_raw`], or `None` if the value stack (64 MiB of
+    /// address space, committed lazily) cannot be reserved.
+    pub fn try_new_raw(runtime: *const (), stack_size: usize) -> Option<ThreadCtx> {
+        let mut vs: Vec<u64> = Vec::new();
+        vs.try_reserve_exact(VALUE_STACK_SLOTS).ok()?;
         let start = vs.as_mut_ptr();
         let here = approx_sp();
         let margin = (stack_size / 8).clamp(64 << 10, 4 << 20);
-        ThreadCtx {
+        Some(ThreadCtx {
             runtime,
             pending: std::ptr::null_mut(),
             interrupt: crate::safepoint::interrupt::InterruptWord::new(),
             stack_limit: here.saturating_sub(stack_size.saturating_sub(margin)),
             vs_top: start,
-            // SAFETY: the capacity is VALUE_STACK_SLOTS, so this is one past its end.
+            // SAFETY: the capacity is at least VALUE_STACK_SLOTS, so this is at most one past its end.
             vs_end: unsafe { start.add(VALUE_STACK_SLOTS) },
             trace: Trace::default(),
             vs_base: start,
@@ -208,7 +216,7 @@ impl ThreadCtx {
             native_method: std::ptr::null(),
             alloc_cache: [std::ptr::null_mut(); CACHED_CLASSES],
             vs,
-        }
+        })
     }
 
     /// Throw an existing exception object (fresh trace).

@@ -191,22 +191,21 @@ pub fn check_verified(p: &Program, v: &verify::Verified) -> Result<(), String> {
             if info.max_stack as usize > 1024 {
                 return Err(format!("accepted: max_stack {} in {here}", info.max_stack));
             }
-            if info.insns[0].stack.as_ref().is_none_or(|s| !s.is_empty()) {
+            if info.stack(0).is_none_or(|s| !s.is_empty()) {
                 return Err(format!("accepted: entry not reachable with [] in {here}"));
             }
-            let reachable = |off: u32| {
-                info.index_of(off)
-                    .is_some_and(|i| info.insns[i].stack.is_some())
-            };
+            let reachable = |off: u32| info.index_of(off).is_some_and(|i| info.reachable(i));
             for (i, vi) in info.insns.iter().enumerate() {
-                let Some(stack) = &vi.stack else { continue };
+                let Some(stack) = info.stack(i).map(|s| s.to_vec()) else {
+                    continue;
+                };
                 if stack.len() > info.max_stack as usize {
                     return Err(format!(
                         "accepted: stack deeper than max_stack at {here} @{}",
                         vi.offset
                     ));
                 }
-                for t in stack {
+                for t in &stack {
                     let sigs: &[TypeSig] = match t {
                         verify::VType::Ref(sig) => std::slice::from_ref(sig),
                         verify::VType::Join(sigs) if sigs.len() >= 2 => sigs,
@@ -258,7 +257,7 @@ pub fn check_verified(p: &Program, v: &verify::Verified) -> Result<(), String> {
                 }
                 if !vi.insn.op.is_terminator() {
                     match info.insns.get(i + 1) {
-                        Some(n) if n.stack.is_some() => {}
+                        Some(_) if info.reachable(i + 1) => {}
                         Some(_) => {
                             return Err(format!(
                                 "accepted: fall-through to untyped code at {here} @{}",
