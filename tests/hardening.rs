@@ -713,6 +713,68 @@ fn reference_heavy_methods_compile_in_bounded_memory() {
     }
 }
 
+/// The value stack (frame records) is as large as the native stack, so deep
+/// recursion ends at the native stack's limit in both modes: a compiled
+/// method with a try region (which keeps a frame record) used to hit
+/// `StackOverflowException` at about 1,048,574 frames, when its 64 MiB value
+/// stack was full, while the 512 MiB native stack had room for millions.
+#[test]
+fn value_stack_does_not_overflow_before_the_native_stack() {
+    let src = r#".library deep
+.class public P {
+  .field public static mutable depth: i64
+  .method public static down(n: i64) -> i64 {
+    .locals (r: i64)
+    ldarg n
+    stsfld P::depth
+    .try {
+      ldarg n
+      ldc.i64 1
+      add
+      call P::down
+      stloc r
+      leave out
+    } catch ArithmeticException {
+      pop
+      leave out
+    }
+  out:
+    ldloc r
+    ret
+  }
+  .method public static main() {
+    .try {
+      ldc.i64 0
+      call P::down
+      pop
+      leave out
+    } catch StackOverflowException {
+      pop
+      ldstr "overflow at depth "
+      ldsfld P::depth
+      call Std::str_i64
+      call Std::concat
+      call Std::println
+      leave out
+    }
+  out:
+    ret
+  }
+}
+"#;
+    let f = klib("deep_try", src);
+    let o = run(&f, &[("KILN_JIT", "1")], LIMIT);
+    assert_eq!(o.code, 0, "stderr:\n{}", o.stderr);
+    let depth: u64 = o
+        .stdout
+        .trim()
+        .strip_prefix("overflow at depth ")
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("stdout: {}", o.stdout));
+    assert!(depth > 2_000_000, "overflowed at depth {depth}");
+    assert!(o.max_rss_kib < 1536 << 10, "peak RSS {} KiB", o.max_rss_kib);
+}
+
 #[test]
 fn many_classes() {
     let n = 20_000;

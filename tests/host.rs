@@ -226,6 +226,15 @@ fn call_errors_are_typed() {
             matches!(vm.call("M::nope", &[]), Err(Error::UnknownMethod { method, .. }) if method == "nope")
         );
         assert!(matches!(vm.call("M.add", &[]), Err(Error::BadName(_))));
+        // The runtime ran M's static constructor at load; the host cannot
+        // run it again (M::hits would be reset to 100).
+        vm.set_static("M::hits", &Value::I64(7)).unwrap();
+        let e = vm.call("M::cctor", &[]).unwrap_err();
+        assert!(matches!(&e, Error::CallCctor(c) if c == "M"), "{e}");
+        assert!(e
+            .to_string()
+            .contains("static constructor `M::cctor` cannot be called"));
+        assert_eq!(vm.get_static("M::hits").unwrap(), Value::I64(7));
         assert!(matches!(
             vm.call("M::add", &[Value::I64(1)]),
             Err(Error::ArgumentCount {

@@ -150,6 +150,9 @@ pub enum Error {
     },
     /// A method name not of the form `Class::method`.
     BadName(String),
+    /// A call of a class's static constructor (`Class::cctor`): the runtime
+    /// runs it once, at load, and nothing may run it again.
+    CallCctor(String),
     /// A static method called as an instance method or the reverse.
     WrongMethodKind {
         /// `Class::method`.
@@ -278,6 +281,10 @@ impl fmt::Display for Error {
                 write!(f, "class {class} has no field named {field}")
             }
             Error::BadName(n) => write!(f, "{n:?} is not a method name of the form Class::method"),
+            Error::CallCctor(c) => write!(
+                f,
+                "static constructor `{c}::cctor` cannot be called: the runtime runs it once, at load"
+            ),
             Error::WrongMethodKind { method, is_static } => {
                 if *is_static {
                     write!(f, "{method} is static: call it without a receiver")

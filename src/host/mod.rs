@@ -504,6 +504,9 @@ impl Vm {
     /// Find `name` in `class` or its ancestors (nearest first).
     pub(crate) fn find_method(&self, class: ClassId, name: &str) -> Result<MemberId, Error> {
         let p = &self.rt().program;
+        if name == "cctor" {
+            return Err(Error::CallCctor(p.def(class).name.clone()));
+        }
         p.ancestors(class)
             .into_iter()
             .find_map(|c| {

@@ -182,7 +182,8 @@ pub mod frame {
 /// Native stack size cap for threads started by `Thread::start`.
 pub const SPAWNED_STACK_MAX: usize = 64 << 20;
 
-/// Value-stack slots per thread (64 MiB, committed lazily).
+/// Value-stack slots per thread at least (64 MiB, committed lazily); a
+/// thread with a larger native stack gets a value stack of its size.
 pub const VALUE_STACK_SLOTS: usize = 8 << 20;
 
 impl ThreadCtx {
@@ -198,7 +199,13 @@ impl ThreadCtx {
     /// address space, committed lazily) cannot be reserved.
     pub fn try_new_raw(runtime: *const (), stack_size: usize) -> Option<ThreadCtx> {
         let mut vs: Vec<u64> = Vec::new();
-        vs.try_reserve_exact(VALUE_STACK_SLOTS).ok()?;
+        // As many bytes as the native stack (at least VALUE_STACK_SLOTS
+        // slots): a frame record takes about as much room as a compiled
+        // frame, so recursion runs out of both at about the same depth and
+        // `StackOverflowException` comes from whichever limit is hit, in
+        // either mode, near the same frame count.
+        let slots = VALUE_STACK_SLOTS.max(stack_size / 8);
+        vs.try_reserve_exact(slots).ok()?;
         let start = vs.as_mut_ptr();
         let here = approx_sp();
         let margin = (stack_size / 8).clamp(64 << 10, 4 << 20);
@@ -208,8 +215,8 @@ impl ThreadCtx {
             interrupt: crate::safepoint::interrupt::InterruptWord::new(),
             stack_limit: here.saturating_sub(stack_size.saturating_sub(margin)),
             vs_top: start,
-            // SAFETY: the capacity is at least VALUE_STACK_SLOTS, so this is at most one past its end.
-            vs_end: unsafe { start.add(VALUE_STACK_SLOTS) },
+            // SAFETY: the capacity is at least `slots`, so this is at most one past its end.
+            vs_end: unsafe { start.add(slots) },
             trace: Trace::default(),
             vs_base: start,
             roots: Vec::new(),
