@@ -57,7 +57,8 @@ pub enum ResolveErrorKind {
     TypeIndex,
     /// `castclass`/`isinst` to a non-reference type.
     CastType,
-    /// An opcode resolution does not handle.
+    /// An operand that does not fit its opcode (malformed code the
+    /// decoder cannot produce).
     Undecodable(Op),
     /// A protected-region bound that is not an instruction start.
     HandlerBound,
@@ -78,7 +79,9 @@ impl std::fmt::Display for ResolveErrorKind {
             ResolveErrorKind::UnresolvedField => f.write_str("unresolved field"),
             ResolveErrorKind::TypeIndex => f.write_str("bad type index"),
             ResolveErrorKind::CastType => f.write_str("cast to a non-reference type"),
-            ResolveErrorKind::Undecodable(op) => write!(f, "cannot decode {op}"),
+            ResolveErrorKind::Undecodable(op) => {
+                write!(f, "{op} with an operand of the wrong kind")
+            }
             ResolveErrorKind::HandlerBound => f.write_str("handler bound is not an instruction"),
             ResolveErrorKind::CatchType => f.write_str("bad catch type"),
         }
@@ -184,16 +187,35 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
         let top = stack.top().cloned().unwrap_or(VType::I32);
         let second = stack.from_top(1).cloned().unwrap_or(VType::I32);
         let op = vi.insn.op;
-        let ins = match (&vi.insn.operand, op) {
-            (Operand::None, Op::Nop) => I::Nop,
-            (Operand::I32(v), _) => I::Const(*v as i64 as u64),
-            (Operand::I64(v), _) => I::Const(*v as u64),
-            (Operand::F32(v), _) => I::Const(v.to_bits() as u64),
-            (Operand::F64(v), _) => I::Const(v.to_bits()),
-            (Operand::Bool(b), _) => I::Const(*b as u64),
-            (Operand::Char(c), _) => I::Const(*c as i32 as i64 as u64),
-            (Operand::None, Op::Ldnull) => I::Const(0),
-            (Operand::Str(s), _) => {
+        let operand = &vi.insn.operand;
+        // The decoder pairs every opcode with its operand kind; anything
+        // else is malformed code.
+        let bad = || err(at, ResolveErrorKind::Undecodable(op));
+        macro_rules! operand {
+            ($p:pat) => {
+                let $p = operand else {
+                    return Err(bad());
+                };
+            };
+        }
+        // One arm per opcode, no catch-all: a new opcode in `for_each_op!`
+        // does not compile until it is resolved here.
+        let ins = match op {
+            Op::Nop => I::Nop,
+            Op::LdcI32 | Op::LdcI64 | Op::LdcF32 | Op::LdcF64 | Op::LdcBool | Op::LdcChar => {
+                match operand {
+                    Operand::I32(v) => I::Const(*v as i64 as u64),
+                    Operand::I64(v) => I::Const(*v as u64),
+                    Operand::F32(v) => I::Const(v.to_bits() as u64),
+                    Operand::F64(v) => I::Const(v.to_bits()),
+                    Operand::Bool(b) => I::Const(*b as u64),
+                    Operand::Char(c) => I::Const(*c as i32 as i64 as u64),
+                    _ => return Err(bad()),
+                }
+            }
+            Op::Ldnull => I::Const(0),
+            Op::Ldstr => {
+                operand!(Operand::Str(s));
                 let text = lib
                     .strings
                     .get(*s as usize)
@@ -204,9 +226,16 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
                         as u64,
                 )
             }
-            (Operand::Var(v), Op::Ldarg) => I::Ld(*v as u32),
-            (Operand::Var(v), Op::Ldloc) => I::Ld(nargs + *v as u32),
-            (Operand::Var(v), Op::Starg | Op::Stloc) => {
+            Op::Ldarg => {
+                operand!(Operand::Var(v));
+                I::Ld(*v as u32)
+            }
+            Op::Ldloc => {
+                operand!(Operand::Var(v));
+                I::Ld(nargs + *v as u32)
+            }
+            Op::Starg | Op::Stloc => {
+                operand!(Operand::Var(v));
                 let slot = if op == Op::Starg {
                     *v as u32
                 } else {
@@ -218,17 +247,16 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
                     _ => I::St(slot),
                 }
             }
-            (_, Op::Dup) => I::Dup,
-            (_, Op::Pop) => I::Pop,
-            (
-                _,
-                Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Rem | Op::Neg | Op::DivUn | Op::RemUn,
-            ) => arith(op, &top).ok_or_else(|| err(at, ResolveErrorKind::ArithmeticType))?,
-            (_, Op::And) => I::And,
-            (_, Op::Or) => I::Or,
-            (_, Op::Xor) => I::Xor,
-            (_, Op::Not) => I::Not,
-            (_, Op::Shl | Op::Shr | Op::ShrUn) => {
+            Op::Dup => I::Dup,
+            Op::Pop => I::Pop,
+            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Rem | Op::Neg | Op::DivUn | Op::RemUn => {
+                arith(op, &top).ok_or_else(|| err(at, ResolveErrorKind::ArithmeticType))?
+            }
+            Op::And => I::And,
+            Op::Or => I::Or,
+            Op::Xor => I::Xor,
+            Op::Not => I::Not,
+            Op::Shl | Op::Shr | Op::ShrUn => {
                 let w64 = second == VType::I64;
                 match (op, w64) {
                     (Op::Shl, false) => I::ShlI32,
@@ -239,24 +267,28 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
                     _ => I::ShrUnI64,
                 }
             }
-            (Operand::None, _) if cmp_for(op, &top).is_some() => {
-                I::Cmp(cmp_for(op, &top).expect("checked"))
+            Op::Ceq
+            | Op::Cne
+            | Op::Clt
+            | Op::Cgt
+            | Op::Cle
+            | Op::Cge
+            | Op::CltUn
+            | Op::CgtUn
+            | Op::CleUn
+            | Op::CgeUn => {
+                I::Cmp(cmp_for(op, &top).ok_or_else(|| err(at, ResolveErrorKind::BranchType))?)
             }
-            (Operand::None, _)
-                if matches!(
-                    op,
-                    Op::ConvI32
-                        | Op::ConvI64
-                        | Op::ConvU64
-                        | Op::ConvF32
-                        | Op::ConvF64
-                        | Op::ConvU8
-                        | Op::ConvChar
-                        | Op::ConvBool
-                        | Op::ConvF32Un
-                        | Op::ConvF64Un
-                ) =>
-            {
+            Op::ConvI32
+            | Op::ConvI64
+            | Op::ConvU64
+            | Op::ConvF32
+            | Op::ConvF64
+            | Op::ConvU8
+            | Op::ConvChar
+            | Op::ConvBool
+            | Op::ConvF32Un
+            | Op::ConvF64Un => {
                 let src = match top {
                     VType::I32 => Src::I32,
                     VType::I64 => Src::I64,
@@ -266,15 +298,32 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
                 };
                 I::Conv(src, op)
             }
-            (Operand::Target(t), Op::Br) => I::Br(target(*t, at)?),
-            (Operand::Target(t), Op::Brtrue) => I::Brtrue(target(*t, at)?),
-            (Operand::Target(t), Op::Brfalse) => I::Brfalse(target(*t, at)?),
-            (Operand::Target(t), Op::Leave) => I::Leave(target(*t, at)?),
-            (Operand::Target(t), _) => {
+            Op::Br | Op::Brtrue | Op::Brfalse | Op::Leave => {
+                operand!(Operand::Target(t));
+                let t = target(*t, at)?;
+                match op {
+                    Op::Br => I::Br(t),
+                    Op::Brtrue => I::Brtrue(t),
+                    Op::Brfalse => I::Brfalse(t),
+                    _ => I::Leave(t),
+                }
+            }
+            Op::Beq
+            | Op::Bne
+            | Op::Blt
+            | Op::Ble
+            | Op::Bgt
+            | Op::Bge
+            | Op::BltUn
+            | Op::BleUn
+            | Op::BgtUn
+            | Op::BgeUn => {
+                operand!(Operand::Target(t));
                 let c = cmp_for(op, &top).ok_or_else(|| err(at, ResolveErrorKind::BranchType))?;
                 I::BrCmp(c, target(*t, at)?)
             }
-            (Operand::Switch(ts), _) => {
+            Op::Switch => {
+                operand!(Operand::Switch(ts));
                 let start = switch_targets.len() as u32;
                 for &t in ts {
                     switch_targets.push(target(t, at)?);
@@ -284,11 +333,12 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
                     len: ts.len() as u32,
                 }
             }
-            (_, Op::Ret) => match &m.ret {
+            Op::Ret => match &m.ret {
                 None => I::RetVoid,
                 Some(t) => I::Ret(Kind::of(t)),
             },
-            (Operand::Method(r), Op::Call | Op::Callvirt | Op::Newobj) => {
+            Op::Call | Op::Callvirt | Op::Newobj => {
+                operand!(Operand::Method(r));
                 let (_, mid) = p
                     .resolve_member(lib_i, *r)
                     .filter(|(k, _)| *k == MemberKind::Method)
@@ -336,7 +386,15 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
                     },
                 }
             }
-            (Operand::Field(r), _) => {
+            Op::Ldfld
+            | Op::Stfld
+            | Op::Ldsfld
+            | Op::Stsfld
+            | Op::AtomicLoad
+            | Op::AtomicStore
+            | Op::AtomicAdd
+            | Op::AtomicCas => {
+                operand!(Operand::Field(r));
                 let (_, fid) = p
                     .resolve_member(lib_i, *r)
                     .filter(|(k, _)| *k == MemberKind::Field)
@@ -370,7 +428,8 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
                     },
                 }
             }
-            (Operand::Type(ti), _) => {
+            Op::Isinst | Op::Castclass | Op::Newarr | Op::Ldelem | Op::Stelem => {
+                operand!(Operand::Type(ti));
                 let ty = lib
                     .type_refs
                     .get(*ti as usize)
@@ -399,11 +458,10 @@ fn decode_method(rt: &Runtime, id: MemberId, info: &MethodInfo) -> Result<Code, 
                     _ => I::Stelem(Kind::of(ty), ty.size() as u8),
                 }
             }
-            (_, Op::Ldlen) => I::Ldlen,
-            (_, Op::Throw) => I::Throw,
-            (_, Op::Rethrow) => I::Rethrow,
-            (_, Op::Endfinally) => I::Endfinally,
-            _ => return Err(err(at, ResolveErrorKind::Undecodable(op))),
+            Op::Ldlen => I::Ldlen,
+            Op::Throw => I::Throw,
+            Op::Rethrow => I::Rethrow,
+            Op::Endfinally => I::Endfinally,
         };
         insns.push(ins);
     }

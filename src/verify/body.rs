@@ -498,20 +498,39 @@ impl<'a> Verifier<'a, '_> {
     fn exec(&mut self, insn: &Insn, st: &mut Cur) -> Result<(), Stop> {
         use VType as V;
         let op = insn.op;
-        match (&insn.operand, op) {
-            (_, Op::Nop) | (_, Op::Br) | (_, Op::Rethrow) => {}
-            (_, Op::LdcI32) | (_, Op::LdcBool) | (_, Op::LdcChar) => st.push(V::I32),
-            (_, Op::LdcI64) => st.push(V::I64),
-            (_, Op::LdcF32) => st.push(V::F32),
-            (_, Op::LdcF64) => st.push(V::F64),
-            (_, Op::Ldnull) => st.push(V::Null),
-            (Operand::Str(i), Op::Ldstr) => {
+        let operand = &insn.operand;
+        // The decoder pairs every opcode with its operand kind; anything
+        // else is malformed code.
+        macro_rules! operand {
+            ($p:pat) => {
+                let $p = operand else {
+                    self.err(K::BadOperands {
+                        op,
+                        expected: "its operand",
+                        found: vec![],
+                    });
+                    return Err(Stop);
+                };
+            };
+        }
+        // One arm per opcode, no catch-all: a new opcode in `for_each_op!`
+        // does not compile until the verifier handles it.
+        match op {
+            Op::Nop | Op::Br | Op::Rethrow => {}
+            Op::LdcI32 | Op::LdcBool | Op::LdcChar => st.push(V::I32),
+            Op::LdcI64 => st.push(V::I64),
+            Op::LdcF32 => st.push(V::F32),
+            Op::LdcF64 => st.push(V::F64),
+            Op::Ldnull => st.push(V::Null),
+            Op::Ldstr => {
+                operand!(Operand::Str(i));
                 if *i as usize >= self.lib.strings.len() {
                     self.err(K::BadStringIndex(*i));
                 }
                 st.push(V::Ref(TypeSig::class(STRING)));
             }
-            (Operand::Var(n), Op::Ldarg | Op::Ldloc | Op::Starg | Op::Stloc) => {
+            Op::Ldarg | Op::Ldloc | Op::Starg | Op::Stloc => {
+                operand!(Operand::Var(n));
                 // Indexed directly: collecting the variables here made every
                 // access O(locals), quadratic for methods with many locals.
                 let (what, ty, count) = if matches!(op, Op::Ldarg | Op::Starg) {
@@ -538,15 +557,15 @@ impl<'a> Verifier<'a, '_> {
                     self.store(&v, &t, || name);
                 }
             }
-            (_, Op::Dup) => {
+            Op::Dup => {
                 self.need(st, op, 1)?;
                 st.dup();
             }
-            (_, Op::Pop) => {
+            Op::Pop => {
                 self.need(st, op, 1)?;
                 st.pop();
             }
-            (_, Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Rem) => {
+            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Rem => {
                 let (a, b) = self.pop2(st, op)?;
                 if a != b || !a.is_num() {
                     self.bad(
@@ -557,14 +576,14 @@ impl<'a> Verifier<'a, '_> {
                 }
                 st.push(if a.is_num() { a } else { V::I32 });
             }
-            (_, Op::DivUn | Op::RemUn | Op::And | Op::Or | Op::Xor) => {
+            Op::DivUn | Op::RemUn | Op::And | Op::Or | Op::Xor => {
                 let (a, b) = self.pop2(st, op)?;
                 if a != b || !a.is_int() {
                     self.bad(op, "two integers of the same type", vec![a.clone(), b]);
                 }
                 st.push(if a.is_int() { a } else { V::I32 });
             }
-            (_, Op::Neg | Op::Not) => {
+            Op::Neg | Op::Not => {
                 self.need(st, op, 1)?;
                 let a = st.pop().unwrap_or(V::I32);
                 let ok = if op == Op::Neg {
@@ -585,7 +604,7 @@ impl<'a> Verifier<'a, '_> {
                 }
                 st.push(if ok { a } else { V::I32 });
             }
-            (_, Op::Shl | Op::Shr | Op::ShrUn) => {
+            Op::Shl | Op::Shr | Op::ShrUn => {
                 let (a, b) = self.pop2(st, op)?;
                 if !a.is_int() || !(b == V::I32 || b == a) {
                     self.bad(
@@ -596,7 +615,7 @@ impl<'a> Verifier<'a, '_> {
                 }
                 st.push(if a.is_int() { a } else { V::I32 });
             }
-            (_, Op::Ceq | Op::Cne) => {
+            Op::Ceq | Op::Cne => {
                 let (a, b) = self.pop2(st, op)?;
                 if !equatable(&a, &b) {
                     self.bad(
@@ -607,33 +626,30 @@ impl<'a> Verifier<'a, '_> {
                 }
                 st.push(V::I32);
             }
-            (
-                _,
-                Op::Clt
-                | Op::Cgt
-                | Op::Cle
-                | Op::Cge
-                | Op::CltUn
-                | Op::CgtUn
-                | Op::CleUn
-                | Op::CgeUn,
-            ) => {
+            Op::Clt
+            | Op::Cgt
+            | Op::Cle
+            | Op::Cge
+            | Op::CltUn
+            | Op::CgtUn
+            | Op::CleUn
+            | Op::CgeUn => {
                 let (a, b) = self.pop2(st, op)?;
                 if a != b || !a.is_num() {
                     self.bad(op, "two values of the same numeric type", vec![a, b]);
                 }
                 st.push(V::I32);
             }
-            (_, Op::ConvI32 | Op::ConvU8 | Op::ConvChar | Op::ConvBool)
-            | (
-                _,
-                Op::ConvI64
-                | Op::ConvU64
-                | Op::ConvF32
-                | Op::ConvF64
-                | Op::ConvF32Un
-                | Op::ConvF64Un,
-            ) => {
+            Op::ConvI32
+            | Op::ConvU8
+            | Op::ConvChar
+            | Op::ConvBool
+            | Op::ConvI64
+            | Op::ConvU64
+            | Op::ConvF32
+            | Op::ConvF64
+            | Op::ConvF32Un
+            | Op::ConvF64Un => {
                 self.need(st, op, 1)?;
                 let a = st.pop().unwrap_or(V::I32);
                 let unsigned = matches!(op, Op::ConvF32Un | Op::ConvF64Un);
@@ -649,14 +665,14 @@ impl<'a> Verifier<'a, '_> {
                     _ => V::I32,
                 });
             }
-            (_, Op::Brtrue | Op::Brfalse) => {
+            Op::Brtrue | Op::Brfalse => {
                 self.need(st, op, 1)?;
                 let a = st.pop().unwrap_or(V::I32);
                 if !(a.is_int() || a.is_ref()) {
                     self.bad(op, "an i32, an i64 or a reference", vec![a]);
                 }
             }
-            (_, Op::Beq | Op::Bne) => {
+            Op::Beq | Op::Bne => {
                 let (a, b) = self.pop2(st, op)?;
                 if !equatable(&a, &b) {
                     self.bad(
@@ -666,30 +682,27 @@ impl<'a> Verifier<'a, '_> {
                     );
                 }
             }
-            (
-                _,
-                Op::Blt
-                | Op::Ble
-                | Op::Bgt
-                | Op::Bge
-                | Op::BltUn
-                | Op::BleUn
-                | Op::BgtUn
-                | Op::BgeUn,
-            ) => {
+            Op::Blt
+            | Op::Ble
+            | Op::Bgt
+            | Op::Bge
+            | Op::BltUn
+            | Op::BleUn
+            | Op::BgtUn
+            | Op::BgeUn => {
                 let (a, b) = self.pop2(st, op)?;
                 if a != b || !a.is_num() {
                     self.bad(op, "two values of the same numeric type", vec![a, b]);
                 }
             }
-            (_, Op::Switch) => {
+            Op::Switch => {
                 self.need(st, op, 1)?;
                 let a = st.pop().unwrap_or(V::I32);
                 if a != V::I32 {
                     self.bad(op, "an i32", vec![a]);
                 }
             }
-            (_, Op::Ret) => {
+            Op::Ret => {
                 let ok = match &self.m.ret {
                     None => st.is_empty(),
                     Some(t) => st.len() == 1 && st.last().is_some_and(|v| self.fits(v, t)),
@@ -702,10 +715,12 @@ impl<'a> Verifier<'a, '_> {
                 }
                 st.clear();
             }
-            (Operand::Method(idx), Op::Call | Op::Callvirt | Op::Newobj) => {
+            Op::Call | Op::Callvirt | Op::Newobj => {
+                operand!(Operand::Method(idx));
                 self.call(op, *idx, st)?
             }
-            (Operand::Field(idx), Op::Ldfld | Op::Stfld | Op::Ldsfld | Op::Stsfld) => {
+            Op::Ldfld | Op::Stfld | Op::Ldsfld | Op::Stsfld => {
+                operand!(Operand::Field(idx));
                 let want_static = matches!(op, Op::Ldsfld | Op::Stsfld);
                 let (fid, f) = self.field(*idx, want_static)?;
                 let fname = || format!("field `{}`", qual(self.p, fid, false));
@@ -735,10 +750,8 @@ impl<'a> Verifier<'a, '_> {
                     }
                 }
             }
-            (
-                Operand::Field(idx),
-                Op::AtomicLoad | Op::AtomicStore | Op::AtomicAdd | Op::AtomicCas,
-            ) => {
+            Op::AtomicLoad | Op::AtomicStore | Op::AtomicAdd | Op::AtomicCas => {
+                operand!(Operand::Field(idx));
                 let (r, found) = self.member(*idx, MemberKind::Field)?;
                 let Some(fid) = found else {
                     self.err(K::UnknownMember {
@@ -784,7 +797,8 @@ impl<'a> Verifier<'a, '_> {
                     st.push(V::of(&f.ty));
                 }
             }
-            (Operand::Type(ti), Op::Isinst | Op::Castclass) => {
+            Op::Isinst | Op::Castclass => {
+                operand!(Operand::Type(ti));
                 let t = self.type_ref(*ti)?;
                 if !t.is_ref() {
                     self.err(K::BadTypeOperand { op, ty: t.clone() });
@@ -800,7 +814,8 @@ impl<'a> Verifier<'a, '_> {
                     TypeSig::class(OBJECT)
                 }));
             }
-            (Operand::Type(ti), Op::Newarr) => {
+            Op::Newarr => {
+                operand!(Operand::Type(ti));
                 let t = self.type_ref(*ti)?;
                 self.need(st, op, 1)?;
                 let a = st.pop().unwrap_or(V::I32);
@@ -809,7 +824,7 @@ impl<'a> Verifier<'a, '_> {
                 }
                 st.push(V::Ref(TypeSig::Array(Box::new(t))));
             }
-            (_, Op::Ldlen) => {
+            Op::Ldlen => {
                 self.need(st, op, 1)?;
                 let a = st.pop().unwrap_or(V::Null);
                 if !matches!(a, V::Null | V::Ref(TypeSig::Array(_))) {
@@ -817,7 +832,8 @@ impl<'a> Verifier<'a, '_> {
                 }
                 st.push(V::I32);
             }
-            (Operand::Type(ti), Op::Ldelem | Op::Stelem) => {
+            Op::Ldelem | Op::Stelem => {
+                operand!(Operand::Type(ti));
                 let t = self.type_ref(*ti)?;
                 let v = if op == Op::Stelem {
                     self.need(st, op, 3)?;
@@ -843,7 +859,7 @@ impl<'a> Verifier<'a, '_> {
                     None => st.push(V::of(&t)),
                 }
             }
-            (_, Op::Throw) => {
+            Op::Throw => {
                 self.need(st, op, 1)?;
                 let a = st.pop().unwrap_or(V::Null);
                 let ok = match &a {
@@ -859,17 +875,7 @@ impl<'a> Verifier<'a, '_> {
                 }
                 st.clear();
             }
-            (_, Op::Leave | Op::Endfinally) => st.clear(),
-            // The decoder pairs every opcode with its operand kind, so other
-            // combinations cannot occur; treat them as malformed code.
-            (_, _) => {
-                self.err(K::BadOperands {
-                    op,
-                    expected: "its operand",
-                    found: vec![],
-                });
-                return Err(Stop);
-            }
+            Op::Leave | Op::Endfinally => st.clear(),
         }
         Ok(())
     }
