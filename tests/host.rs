@@ -1391,3 +1391,67 @@ fn unbounded_recursion_through_a_native_raises_stack_overflow() {
         }
     }
 }
+
+/// The natives compiled code computes inline (`ir::Intrinsic`) give bit for
+/// bit the result of the native the interpreter calls, on the edge cases:
+/// signed zeros, ties, huge and tiny values, infinities (NaN only as NaN).
+#[test]
+fn math_intrinsics_match_the_natives_bit_for_bit() {
+    let src = ".library intr\n.class public P {\n\
+        .method public static sqrt(v: f64) -> f64 {\n ldarg v\n call Std::sqrt\n ret\n }\n\
+        .method public static floor(v: f64) -> f64 {\n ldarg v\n call Std::floor\n ret\n }\n\
+        .method public static ceil(v: f64) -> f64 {\n ldarg v\n call Std::ceil\n ret\n }\n\
+        .method public static trunc(v: f64) -> f64 {\n ldarg v\n call Std::trunc\n ret\n }\n\
+        .method public static round(v: f64) -> f64 {\n ldarg v\n call Std::round\n ret\n }\n\
+        .method public static abs(v: f64) -> f64 {\n ldarg v\n call Std::abs\n ret\n }\n\
+        .method public static copysign(v: f64, s: f64) -> f64 {\n ldarg v\n ldarg s\n call Std::copysign\n ret\n }\n}\n";
+    let values = [
+        0.0,
+        -0.0,
+        0.5,
+        -0.5,
+        1.5,
+        2.5,
+        -2.5,
+        0.49999999999999994,
+        4503599627370497.0,
+        -4503599627370497.0,
+        1e300,
+        -1e-300,
+        f64::MIN_POSITIVE,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+        2.0,
+    ];
+    let run = |mode| {
+        let vm = Vm::new(&config(mode), &Linker::new(), &[Source::kasm("intr", src)]).unwrap();
+        let mut out = Vec::new();
+        for m in ["sqrt", "floor", "ceil", "trunc", "round", "abs"] {
+            for &v in &values {
+                let r = vm.call(&format!("P::{m}"), &[Value::F64(v)]).unwrap();
+                out.push((m, v, r));
+            }
+        }
+        for &v in &values {
+            for s in [1.0, -1.0, -0.0] {
+                let r = vm
+                    .call("P::copysign", &[Value::F64(v), Value::F64(s)])
+                    .unwrap();
+                out.push(("copysign", v, r));
+            }
+        }
+        out
+    };
+    let (interp, jit) = (run(ExecMode::Interp), run(ExecMode::Jit));
+    assert_eq!(interp.len(), jit.len());
+    for ((m, v, a), (_, _, b)) in interp.iter().zip(&jit) {
+        let (Value::F64(a), Value::F64(b)) = (a, b) else {
+            panic!("{m}({v}): not f64: {a:?} {b:?}");
+        };
+        assert!(
+            a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+            "{m}({v}): interpreter {a:?}, JIT {b:?}"
+        );
+    }
+}

@@ -133,13 +133,61 @@ pub fn is_leaf(code: &Code) -> bool {
         })
 }
 
-/// Whether `mh` is bound to exactly the runtime's own `Std::sqrt` native
-/// (a method that merely shares the name never matches; the tables set
-/// [`mflags::SQRT`] when they bind it): such a call is [`X::SqrtF64`] in the
-/// interpreter and an `sqrt` instruction in compiled code.
-pub(crate) fn is_sqrt(mh: *const MethodHandle) -> bool {
+/// Natives whose meaning is one machine operation: the tables mark a
+/// method bound to exactly the runtime's own implementation (a method that
+/// merely shares the name never matches) with its intrinsic
+/// ([`mflags::INTRINSIC_MASK`]), and compiled code computes it inline with
+/// the same result bit for bit. Each is an `f64` operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Intrinsic {
+    /// `Std::sqrt(v)`: IEEE square root, correctly rounded.
+    Sqrt = 1,
+    /// `Std::floor(v)`.
+    Floor = 2,
+    /// `Std::ceil(v)`.
+    Ceil = 3,
+    /// `Std::trunc(v)`.
+    Trunc = 4,
+    /// `Std::round(v)`: to the nearest integer, ties to even.
+    Nearest = 5,
+    /// `Std::abs(v)`: clears the sign bit.
+    Abs = 6,
+    /// `Std::copysign(x, y)`: `x`'s magnitude with `y`'s sign bit.
+    Copysign = 7,
+}
+
+impl Intrinsic {
+    /// Every intrinsic, by id − 1.
+    pub const ALL: [Intrinsic; 7] = [
+        Intrinsic::Sqrt,
+        Intrinsic::Floor,
+        Intrinsic::Ceil,
+        Intrinsic::Trunc,
+        Intrinsic::Nearest,
+        Intrinsic::Abs,
+        Intrinsic::Copysign,
+    ];
+
+    /// The `mflags` bits that mark a method as this intrinsic.
+    pub const fn flags(self) -> u32 {
+        (self as u32) << mflags::INTRINSIC_SHIFT
+    }
+}
+
+/// The intrinsic a call of `mh` is, if any.
+pub(crate) fn intrinsic(mh: *const MethodHandle) -> Option<Intrinsic> {
     // SAFETY: `mh` is a live handle of the runtime's tables (resolved call target).
-    unsafe { mh.as_ref() }.is_some_and(|m| m.flags & mflags::SQRT != 0)
+    let m = unsafe { mh.as_ref() }?;
+    let id = (m.flags & mflags::INTRINSIC_MASK) >> mflags::INTRINSIC_SHIFT;
+    Intrinsic::ALL.get((id as usize).checked_sub(1)?).copied()
+}
+
+/// Whether `mh` is the runtime's own `Std::sqrt` (see [`Intrinsic`]): such a
+/// call is [`X::SqrtF64`] in the interpreter and an `sqrt` instruction in
+/// compiled code; it does not make a method a non-leaf.
+pub(crate) fn is_sqrt(mh: *const MethodHandle) -> bool {
+    intrinsic(mh) == Some(Intrinsic::Sqrt)
 }
 
 impl MethodHandle {

@@ -14,7 +14,8 @@ pub mod fuse;
 pub mod insn;
 pub mod value;
 
-pub(crate) use code::is_sqrt;
+pub use code::Intrinsic;
+pub(crate) use code::{intrinsic, is_sqrt};
 pub use code::{is_leaf, Code, Region};
 pub use eh::EhState;
 pub use fuse::{Bin, X};

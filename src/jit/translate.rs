@@ -30,7 +30,7 @@ use super::env::{self, from_slot, FuncEnv, Helper, Region, PTR};
 use super::helpers::{code as fc, null_what};
 use super::JitError;
 use crate::bytecode::Op;
-use crate::ir::{Cmp, Code, Kind, Src, I};
+use crate::ir::{Cmp, Code, Intrinsic, Kind, Src, I};
 use crate::library::TypeSig;
 use crate::runtime::Runtime;
 use crate::verify::{MethodInfo, VType};
@@ -1030,12 +1030,27 @@ impl<'a, 'f> Tx<'a, 'f> {
                 self.return_zero();
                 return Ok(false);
             }
-            I::Call { mh, .. } if intrinsic(mh) == Some(Intrinsic::SqrtF64) => {
-                // `Std::sqrt` is IEEE `sqrt` (correctly rounded, like
-                // `f64::sqrt` in the native): one instruction, no call, no
-                // safepoint (the native neither allocates nor throws).
-                let x = self.pop()?;
-                let r = self.b.ins().sqrt(x);
+            I::Call { mh, .. } if crate::ir::intrinsic(mh).is_some() => {
+                // One instruction, no call, no safepoint (these natives
+                // neither allocate nor throw), with the native's result bit
+                // for bit (`ir::Intrinsic`).
+                let ins = crate::ir::intrinsic(mh).ok_or("intrinsic")?;
+                let r = if ins == Intrinsic::Copysign {
+                    let y = self.pop()?;
+                    let x = self.pop()?;
+                    self.b.ins().fcopysign(x, y)
+                } else {
+                    let x = self.pop()?;
+                    let b = self.b.ins();
+                    match ins {
+                        Intrinsic::Sqrt => b.sqrt(x),
+                        Intrinsic::Floor => b.floor(x),
+                        Intrinsic::Ceil => b.ceil(x),
+                        Intrinsic::Trunc => b.trunc(x),
+                        Intrinsic::Nearest => b.nearest(x),
+                        Intrinsic::Abs | Intrinsic::Copysign => b.fabs(x),
+                    }
+                };
                 self.stack.push(r);
             }
             I::Call {
@@ -1657,21 +1672,6 @@ impl<'a, 'f> Tx<'a, 'f> {
             _ => return Err(JitError::Lowering(format!("unexpected conversion {op}"))),
         })
     }
-}
-
-/// Natives whose meaning is one CLIF instruction, compiled inline instead of
-/// called.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Intrinsic {
-    /// `Std::sqrt(f64) -> f64`.
-    SqrtF64,
-}
-
-/// The intrinsic a call to `mh` is, if any: a native bound to exactly the
-/// runtime's own implementation (the same `NativeFn` the loader bound from
-/// `natives::NATIVES`), so a method that merely shares a name never matches.
-fn intrinsic(mh: *const MethodHandle) -> Option<Intrinsic> {
-    crate::ir::is_sqrt(mh).then_some(Intrinsic::SqrtF64)
 }
 
 /// `atomic.load`/`atomic.store` on a field always use atomic accesses.

@@ -20,36 +20,187 @@ use std::io::Write;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-/// A native method's Rust implementation.
-pub type NativeFn = fn(&mut ThreadCtx, &[u64]) -> Result<u64, Fault>;
+use crate::ir::Intrinsic;
+pub use crate::vm::tables::NativeFn;
 
-/// Every built-in native.
-pub const NATIVES: &[(&str, &str, NativeFn)] = &[
-    ("Std", "print", std_print),
-    ("Std", "println", std_println),
-    ("Std", "str_i64", std_str_i64),
-    ("Std", "str_u64", std_str_u64),
-    ("Std", "str_f64", std_str_f64),
-    ("Std", "str_bool", std_str_bool),
-    ("Std", "str_char", std_str_char),
-    ("Std", "concat", std_concat),
-    ("Std", "len", std_len),
-    ("Std", "byte_at", std_byte_at),
-    ("Std", "str_eq", std_str_eq),
-    ("Std", "hash", std_hash),
-    ("Std", "sqrt", std_sqrt),
-    ("Std", "clock_ns", std_clock_ns),
-    ("Std", "gc", std_gc),
-    ("Thread", "start", thread_start),
-    ("Thread", "join", thread_join),
+/// Every built-in native: class, method, implementation, and the
+/// [`Intrinsic`] compiled code computes instead of calling it (bit for bit
+/// the same result).
+pub const NATIVES: &[(&str, &str, NativeFn, Option<Intrinsic>)] = &[
+    ("Std", "print", std_print, None),
+    ("Std", "println", std_println, None),
+    ("Std", "str_i64", std_str_i64, None),
+    ("Std", "str_u64", std_str_u64, None),
+    ("Std", "str_f64", std_str_f64, None),
+    ("Std", "str_bool", std_str_bool, None),
+    ("Std", "str_char", std_str_char, None),
+    ("Std", "concat", std_concat, None),
+    ("Std", "len", std_len, None),
+    ("Std", "byte_at", std_byte_at, None),
+    ("Std", "str_eq", std_str_eq, None),
+    ("Std", "hash", std_hash, None),
+    ("Std", "sqrt", std_sqrt, Some(Intrinsic::Sqrt)),
+    ("Std", "clock_ns", std_clock_ns, None),
+    ("Std", "gc", std_gc, None),
+    ("Std", "sin", |_, a| f1(a, f64::sin), None),
+    ("Std", "cos", |_, a| f1(a, f64::cos), None),
+    ("Std", "tan", |_, a| f1(a, f64::tan), None),
+    ("Std", "asin", |_, a| f1(a, f64::asin), None),
+    ("Std", "acos", |_, a| f1(a, f64::acos), None),
+    ("Std", "atan", |_, a| f1(a, f64::atan), None),
+    ("Std", "atan2", |_, a| f2(a, f64::atan2), None),
+    ("Std", "exp", |_, a| f1(a, f64::exp), None),
+    ("Std", "ln", |_, a| f1(a, f64::ln), None),
+    ("Std", "log10", |_, a| f1(a, f64::log10), None),
+    ("Std", "log2", |_, a| f1(a, f64::log2), None),
+    ("Std", "pow", |_, a| f2(a, f64::powf), None),
+    ("Std", "cbrt", |_, a| f1(a, f64::cbrt), None),
+    ("Std", "hypot", |_, a| f2(a, f64::hypot), None),
+    (
+        "Std",
+        "floor",
+        |_, a| f1(a, f64::floor),
+        Some(Intrinsic::Floor),
+    ),
+    (
+        "Std",
+        "ceil",
+        |_, a| f1(a, f64::ceil),
+        Some(Intrinsic::Ceil),
+    ),
+    (
+        "Std",
+        "trunc",
+        |_, a| f1(a, f64::trunc),
+        Some(Intrinsic::Trunc),
+    ),
+    (
+        "Std",
+        "round",
+        |_, a| f1(a, f64::round_ties_even),
+        Some(Intrinsic::Nearest),
+    ),
+    ("Std", "abs", |_, a| f1(a, f64::abs), Some(Intrinsic::Abs)),
+    (
+        "Std",
+        "copysign",
+        |_, a| f2(a, f64::copysign),
+        Some(Intrinsic::Copysign),
+    ),
+    ("Std", "min", |_, a| f2(a, fmin), None),
+    ("Std", "max", |_, a| f2(a, fmax), None),
+    (
+        "Std",
+        "fma",
+        |_, a| {
+            Ok(f64::from_bits(a[0])
+                .mul_add(f64::from_bits(a[1]), f64::from_bits(a[2]))
+                .to_bits())
+        },
+        None,
+    ),
+    ("Std", "abs_i64", std_abs_i64, None),
+    (
+        "Std",
+        "min_i64",
+        |_, a| Ok((a[0] as i64).min(a[1] as i64) as u64),
+        None,
+    ),
+    (
+        "Std",
+        "max_i64",
+        |_, a| Ok((a[0] as i64).max(a[1] as i64) as u64),
+        None,
+    ),
+    ("Std", "add_exact", std_add_exact, None),
+    ("Std", "mul_exact", std_mul_exact, None),
+    ("Thread", "start", thread_start, None),
+    ("Thread", "join", thread_join, None),
 ];
 
 /// Find the native bound to `class::method`.
 pub fn lookup(class: &str, method: &str) -> Option<NativeFn> {
     NATIVES
         .iter()
-        .find(|(c, m, _)| *c == class && *m == method)
-        .map(|&(_, _, f)| f)
+        .find(|(c, m, _, _)| *c == class && *m == method)
+        .map(|&(_, _, f, _)| f)
+}
+
+/// The built-in `class::method`'s implementation and intrinsic, if it is one.
+pub fn intrinsic(class: &str, method: &str) -> Option<(NativeFn, Intrinsic)> {
+    NATIVES
+        .iter()
+        .find(|(c, m, _, _)| *c == class && *m == method)
+        .and_then(|&(_, _, f, i)| Some((f, i?)))
+}
+
+/// A unary `f64` native.
+fn f1(a: &[u64], f: fn(f64) -> f64) -> Result<u64, Fault> {
+    Ok(f(f64::from_bits(a[0])).to_bits())
+}
+
+/// A binary `f64` native.
+fn f2(a: &[u64], f: fn(f64, f64) -> f64) -> Result<u64, Fault> {
+    Ok(f(f64::from_bits(a[0]), f64::from_bits(a[1])).to_bits())
+}
+
+/// IEEE 754-2019 `minimum`: NaN if either is NaN, and −0 below +0.
+fn fmin(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a == b {
+        if a.is_sign_negative() {
+            a
+        } else {
+            b
+        }
+    } else if a < b {
+        a
+    } else {
+        b
+    }
+}
+
+/// IEEE 754-2019 `maximum`: NaN if either is NaN, and +0 above −0.
+fn fmax(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a == b {
+        if a.is_sign_positive() {
+            a
+        } else {
+            b
+        }
+    } else if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+fn overflow(what: String) -> Fault {
+    Fault::new(FaultKind::Arithmetic, format!("integer overflow: {what}"))
+}
+
+fn std_abs_i64(_t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    let v = a[0] as i64;
+    v.checked_abs()
+        .map(|r| r as u64)
+        .ok_or_else(|| overflow(format!("abs({v})")))
+}
+
+fn std_add_exact(_t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    let (x, y) = (a[0] as i64, a[1] as i64);
+    x.checked_add(y)
+        .map(|r| r as u64)
+        .ok_or_else(|| overflow(format!("{x} + {y}")))
+}
+
+fn std_mul_exact(_t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    let (x, y) = (a[0] as i64, a[1] as i64);
+    x.checked_mul(y)
+        .map(|r| r as u64)
+        .ok_or_else(|| overflow(format!("{x} * {y}")))
 }
 
 fn str_arg<'a>(v: u64, what: &str) -> Result<&'a [u8], Fault> {

@@ -389,9 +389,10 @@ impl Tables {
                 } else {
                     None
                 };
-                let sqrt = super::natives::lookup("Std", "sqrt");
-                if nat.is_some_and(|f| sqrt.is_some_and(|s| s as usize == f as usize)) {
-                    flags |= mflags::SQRT;
+                if let Some((f, i)) = super::natives::intrinsic(&def.name, &m.name) {
+                    if nat.is_some_and(|n| n as usize == f as usize) {
+                        flags |= i.flags();
+                    }
                 }
                 let entry: EntryFn = if m.flags.is_native {
                     crate::runtime::native_entry

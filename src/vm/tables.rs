@@ -128,9 +128,12 @@ pub mod mflags {
     pub const RETURNS: u32 = 16;
     /// Declared by an interface.
     pub const INTERFACE: u32 = 32;
-    /// Bound to exactly the runtime's own `Std::sqrt` native: both tiers
-    /// compute it inline (`ir::is_sqrt`).
-    pub const SQRT: u32 = 64;
+    /// Bits 8..16: the `ir::Intrinsic` a native bound to exactly the
+    /// runtime's own implementation is (0: none); compiled code computes it
+    /// inline, and the interpreter `Std::sqrt` too.
+    pub const INTRINSIC_MASK: u32 = 0xFF << INTRINSIC_SHIFT;
+    /// Shift of [`INTRINSIC_MASK`].
+    pub const INTRINSIC_SHIFT: u32 = 8;
 }
 
 /// `MethodHandle`: everything a call needs, at stable addresses.

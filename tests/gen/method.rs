@@ -889,10 +889,27 @@ impl<'a> MethodGen<'a> {
                     self.emit("call Std::str_eq");
                 }
             },
-            St::F64 => {
-                self.expr(St::F64, d - 1);
-                self.emit("call Std::sqrt");
-            }
+            // Math natives, most of them computed inline by compiled code
+            // (`ir::Intrinsic`): the modes must agree bit for bit.
+            St::F64 => match self.rng.below(3) {
+                0 => {
+                    self.expr(St::F64, d - 1);
+                    self.emit("call Std::sqrt");
+                }
+                1 => {
+                    self.expr(St::F64, d - 1);
+                    let f = *self
+                        .rng
+                        .pick(&["floor", "ceil", "trunc", "round", "abs", "cbrt"]);
+                    self.emit(format!("call Std::{f}"));
+                }
+                _ => {
+                    self.expr(St::F64, d - 1);
+                    self.expr(St::F64, d - 1);
+                    let f = *self.rng.pick(&["copysign", "min", "max", "hypot"]);
+                    self.emit(format!("call Std::{f}"));
+                }
+            },
             _ => return false,
         }
         true
