@@ -1,17 +1,13 @@
-//! The interpreter.
-//!
-//! Every verified method body is pre-decoded once, at load ([`prepare`]), from
-//! the verifier's [`MethodInfo`] (whose stack types are known at every
-//! instruction) into a compact, type-specialised instruction array ([`I`]):
-//! arithmetic is split by operand type, branch targets are instruction
-//! indices, fields are byte offsets (statics: addresses), calls carry the
-//! callee's `*const MethodHandle` or its vtable slot / interface slot,
-//! `ldstr` carries the interned string object. The hot loop does no hashing
-//! and no name lookups.
+//! The interpreter (tier 0): runs the resolved code of a method
+//! ([`crate::ir::Code`], built once at load by `runtime::resolve` from the
+//! verifier's output, shared with the JIT). The hot loop does no hashing and
+//! no name lookups: calls carry the callee's `*const MethodHandle` or its
+//! vtable / interface slot, fields are byte offsets, `ldstr` carries the
+//! interned string object.
 //!
 //! Frames live on the thread's value stack as frame records
-//! (`runtime::frame`): a header (method, safepoint position, size,
-//! exception state) and contiguous 64-bit slots
+//! (`vm::FrameHeader`, word indices in `vm::frame`): a header (method,
+//! safepoint position, size, exception state) and contiguous 64-bit slots
 //! `[args | locals | evaluation stack | 1 scratch slot]` (the layout of the
 //! method's `StackHandle`s), locals zeroed. Before anything that can collect
 //! (calls, allocations, polls at method entry and taken backward branches)
@@ -21,15 +17,15 @@
 //! `i32` (and `bool`/`u8`/`char`) sign-extended to 64 bits, `f32` bits in the
 //! low 32, `f64` bits, references and pointers as addresses.
 //!
-//! The loop runs [`Code::xs`], the interpreter's own executable form
-//! ([`X`], built by `fuse.rs`): the instructions of [`I`] in one flat enum
-//! (one jump per instruction), plus superinstructions for common short
-//! sequences (`ldloc; ldloc; add; stloc`, `ldloc; ldc; blt`, `ldloc;
-//! ldfld`, ...), forms specialised by kind (`i32`/8-byte fields and
-//! elements, `blt`/`bge` on locals) and `Std::sqrt` as an instruction.
-//! Indices are those of `insns` (which the JIT translates), so positions,
-//! regions and stack maps are unchanged; `fuse`'s module documentation
-//! gives the invariants.
+//! The loop runs `Code::xs`, the interpreter's executable form
+//! ([`crate::ir::X`], built by `ir::fuse`): the instructions of
+//! [`crate::ir::I`] in one flat enum (one jump per instruction), plus
+//! superinstructions for common short sequences (`ldloc; ldloc; add;
+//! stloc`, `ldloc; ldc; blt`, `ldloc; ldfld`, ...), forms specialised by
+//! kind (`i32`/8-byte fields and elements, `blt`/`bge` on locals) and
+//! `Std::sqrt` as an instruction. Indices are those of `insns` (which the
+//! JIT translates), so positions, regions and stack maps are unchanged;
+//! `ir::fuse`'s module documentation gives the invariants.
 //!
 //! Calls go through the callee's method slot ([`crate::vm::thread::call_method`]);
 //! [`interp_entry`] is the slot of interpreted methods. A call of a method

@@ -39,7 +39,7 @@ const MAPS_RESERVE: usize = 4096;
 /// The default for [`super::Options::max_threads`]: what the system's
 /// mapping limit (`/proc/sys/vm/max_map_count`, 65,530 unless raised) and
 /// thread limit (`/proc/sys/kernel/threads-max`) leave room for, with
-/// [`MAPS_RESERVE`] mappings to spare; 4,096 where they cannot be read;
+/// 4,096 mappings to spare; 4,096 threads where they cannot be read;
 /// never more than 32,768.
 pub fn default_max_threads() -> usize {
     let read = |p: &str| {
