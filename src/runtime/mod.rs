@@ -400,6 +400,8 @@ pub struct Runtime {
     pub thread_class: *const ClassDesc,
     /// Offset of `Thread::handle`.
     pub thread_handle_offset: usize,
+    /// Offsets of `StringBuilder::buf` (`u8[]`) and `StringBuilder::len`.
+    pub builder_fields: (usize, usize),
     /// Interface id of `Runnable` and index of `run`.
     pub runnable: (u32, usize),
     /// Every thread `Thread::start` started (index + 1 is its id).
@@ -547,6 +549,22 @@ impl Runtime {
                     name: "Thread::handle".into(),
                 }]
             })?;
+        let sb_id = program.class("StringBuilder").ok_or_else(|| {
+            vec![LoadError::StdMissing {
+                name: "class StringBuilder".into(),
+            }]
+        })?;
+        let sb_field = |n: &str| {
+            program
+                .find_field(sb_id, n)
+                .map(|f| tables.field(f).field_offset as usize)
+                .ok_or_else(|| {
+                    vec![LoadError::StdMissing {
+                        name: format!("StringBuilder::{n}"),
+                    }]
+                })
+        };
+        let builder_fields = (sb_field("buf")?, sb_field("len")?);
         let runnable_id = program.class("Runnable").ok_or_else(|| {
             vec![LoadError::StdMissing {
                 name: "Runnable".into(),
@@ -611,6 +629,7 @@ impl Runtime {
             message_offset,
             thread_class,
             thread_handle_offset,
+            builder_fields,
             runnable: (rid, run_idx),
             threads: Mutex::new(Vec::new()),
             live_threads: std::sync::atomic::AtomicUsize::new(0),

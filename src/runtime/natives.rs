@@ -114,6 +114,30 @@ pub const NATIVES: &[(&str, &str, NativeFn, Option<Intrinsic>)] = &[
     ),
     ("Std", "add_exact", std_add_exact, None),
     ("Std", "mul_exact", std_mul_exact, None),
+    ("StringBuilder", "append", sb_append, None),
+    (
+        "StringBuilder",
+        "append_i64",
+        |t, a| sb_text(t, a, &(a[1] as i64).to_string()),
+        None,
+    ),
+    (
+        "StringBuilder",
+        "append_u64",
+        |t, a| sb_text(t, a, &a[1].to_string()),
+        None,
+    ),
+    ("StringBuilder", "append_f64", sb_append_f64, None),
+    (
+        "StringBuilder",
+        "append_bool",
+        |t, a| sb_text(t, a, if a[1] as u32 != 0 { "true" } else { "false" }),
+        None,
+    ),
+    ("StringBuilder", "append_char", sb_append_char, None),
+    ("StringBuilder", "length", sb_length, None),
+    ("StringBuilder", "clear", sb_clear, None),
+    ("StringBuilder", "to_string", sb_to_string, None),
     ("Thread", "start", thread_start, None),
     ("Thread", "join", thread_join, None),
 ];
@@ -379,6 +403,143 @@ fn thread_join(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
     rt.flush_stdout();
     rt.join_thread(t, id as usize)?;
     Ok(0)
+}
+
+/// The receiver of a `StringBuilder` native, checked for null.
+fn sb_receiver(b: u64) -> Result<*mut u8, Fault> {
+    if b == 0 {
+        return Err(Fault::null("StringBuilder receiver is null"));
+    }
+    Ok(b as *mut u8)
+}
+
+/// The builder `b`'s buffer and length.
+///
+/// # Safety
+/// `b` is a live `StringBuilder`.
+unsafe fn sb_parts(t: &ThreadCtx, b: *mut u8) -> (*mut u8, usize) {
+    let (buf_off, len_off) = t.rt().builder_fields;
+    // SAFETY: caller contract; the fields lie inside every StringBuilder.
+    unsafe {
+        (
+            *(b.add(buf_off) as *const *mut u8),
+            *(b.add(len_off) as *const i32) as usize,
+        )
+    }
+}
+
+/// Append `bytes` to the builder `b` (growing its buffer by doubling) and
+/// return `b`. `bytes` must not point into the managed heap unless the
+/// object holding them is a root (an allocation may collect; objects do
+/// not move).
+fn sb_push(t: &mut ThreadCtx, b: u64, bytes: &[u8]) -> Result<u64, Fault> {
+    let obj = sb_receiver(b)?;
+    // SAFETY: `b` is the live receiver.
+    let (buf, len) = unsafe { sb_parts(t, obj) };
+    // SAFETY: `buf` is the builder's live u8[] (set by its ctor or below).
+    let cap = unsafe { crate::vm::object::array_len(buf) } as usize;
+    let need = len
+        .checked_add(bytes.len())
+        .filter(|&n| n <= i32::MAX as usize)
+        .ok_or_else(|| {
+            Fault::new(
+                FaultKind::OutOfMemory,
+                "StringBuilder: text longer than 2,147,483,647 bytes",
+            )
+        })?;
+    let (buf_off, len_off) = t.rt().builder_fields;
+    let mut dst = buf;
+    if need > cap {
+        let new_cap = need.max(cap.saturating_mul(2)).min(i32::MAX as usize);
+        let rt = t.rt();
+        let ty = crate::library::TypeSig::Array(Box::new(crate::library::TypeSig::Prim(
+            crate::library::Prim::U8,
+        )));
+        let class = rt.tables.array_class(&rt.program, &ty);
+        // The receiver (and a string argument) are in the caller's frame:
+        // roots across this allocation, which may collect.
+        // SAFETY: `class` is the live u8[] descriptor.
+        let fresh = unsafe { rt.alloc_array(class, new_cap as i64) }?;
+        // SAFETY: both arrays are live, `len <= cap` bytes of the old one are
+        // text, and the new one has `new_cap >= len` elements.
+        unsafe {
+            let (old, _) = sb_parts(t, obj);
+            std::ptr::copy_nonoverlapping(
+                old.add(crate::vm::object::ARRAY_DATA_OFFSET),
+                fresh.add(crate::vm::object::ARRAY_DATA_OFFSET),
+                len,
+            );
+            *(obj.add(buf_off) as *mut *mut u8) = fresh;
+        }
+        dst = fresh;
+    }
+    // SAFETY: `dst` has at least `need` elements; `bytes` does not overlap it.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            dst.add(crate::vm::object::ARRAY_DATA_OFFSET + len),
+            bytes.len(),
+        );
+        *(obj.add(len_off) as *mut i32) = need as i32;
+    }
+    Ok(b)
+}
+
+fn sb_text(t: &mut ThreadCtx, a: &[u64], s: &str) -> Result<u64, Fault> {
+    sb_push(t, a[0], s.as_bytes())
+}
+
+fn sb_append(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    // Copied out first: the string stays live (a caller frame slot), but
+    // growing the buffer allocates.
+    let s = str_arg(a[1], "StringBuilder::append argument")?.to_vec();
+    sb_push(t, a[0], &s)
+}
+
+fn sb_append_f64(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    let s = format_f64(f64::from_bits(a[1]), a[2] as i32)?;
+    sb_push(t, a[0], s.as_bytes())
+}
+
+fn sb_append_char(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    let c = a[1] as u32;
+    let ch = char::from_u32(c).ok_or_else(|| {
+        Fault::new(
+            FaultKind::InvalidCast,
+            format!("StringBuilder::append_char: 0x{c:x} is not a Unicode scalar value"),
+        )
+    })?;
+    let mut buf = [0u8; 4];
+    sb_push(t, a[0], ch.encode_utf8(&mut buf).as_bytes())
+}
+
+fn sb_length(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    let b = sb_receiver(a[0])?;
+    // SAFETY: the live receiver.
+    let (_, len) = unsafe { sb_parts(t, b) };
+    Ok(len as i32 as i64 as u64)
+}
+
+fn sb_clear(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    let b = sb_receiver(a[0])?;
+    let (_, len_off) = t.rt().builder_fields;
+    // SAFETY: the live receiver; `len` lies inside it.
+    unsafe { *(b.add(len_off) as *mut i32) = 0 };
+    Ok(0)
+}
+
+fn sb_to_string(t: &mut ThreadCtx, a: &[u64]) -> Result<u64, Fault> {
+    let b = sb_receiver(a[0])?;
+    // SAFETY: the live receiver.
+    let (buf, len) = unsafe { sb_parts(t, b) };
+    // Copied out: the string allocation may collect (the builder, a root,
+    // keeps the buffer alive, and nothing moves, but a copy keeps this
+    // simple to argue).
+    // SAFETY: `buf` holds at least `len` bytes of text.
+    let text = unsafe {
+        std::slice::from_raw_parts(buf.add(crate::vm::object::ARRAY_DATA_OFFSET), len).to_vec()
+    };
+    new_str(t, &text)
 }
 
 #[cfg(test)]
