@@ -180,15 +180,30 @@ pub unsafe fn attach<'a>(rt: &'a Runtime, ctx: *mut ThreadCtx) -> Attached<'a> {
             }
         }
     };
-    gc.attached
+    // SAFETY: caller contract.
+    unsafe { enlist(rt, ctx, guard) }
+}
+
+/// Put `ctx` in the collector's attached list (its registration with the
+/// safepoint module, if any, is `guard`) and hand it a pending interrupt
+/// request (made while no thread was attached).
+///
+/// # Safety
+/// As [`attach`].
+unsafe fn enlist<'a>(
+    rt: &'a Runtime,
+    ctx: *mut ThreadCtx,
+    guard: Option<safepoint::ThreadGuard>,
+) -> Attached<'a> {
+    rt.gc
+        .attached
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(ctx as usize);
-    // A pending interrupt request (made while no thread was attached) goes to this thread.
     // SAFETY: the caller guarantees `ctx` is alive.
     rt.interrupts.on_attach(unsafe { &(*ctx).interrupt });
     Attached {
-        gc,
+        gc: &rt.gc,
         ctx: ctx as usize,
         _guard: guard,
     }
@@ -207,18 +222,8 @@ pub unsafe fn try_attach<'a>(
 ) -> Result<Attached<'a>, safepoint::SafepointError> {
     let guard = safepoint::register_thread()?;
     guard.set_data(ctx as usize);
-    rt.gc
-        .attached
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(ctx as usize);
-    // SAFETY: the caller guarantees `ctx` is alive.
-    rt.interrupts.on_attach(unsafe { &(*ctx).interrupt });
-    Ok(Attached {
-        gc: &rt.gc,
-        ctx: ctx as usize,
-        _guard: Some(guard),
-    })
+    // SAFETY: caller contract.
+    Ok(unsafe { enlist(rt, ctx, Some(guard)) })
 }
 
 /// Attach the current thread, which a caller keeps registered with the
@@ -234,18 +239,8 @@ pub unsafe fn attach_registered<'a>(
     guard: &safepoint::ThreadGuard,
 ) -> Attached<'a> {
     guard.set_data(ctx as usize);
-    rt.gc
-        .attached
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(ctx as usize);
-    // SAFETY: the caller guarantees `ctx` is alive.
-    rt.interrupts.on_attach(unsafe { &(*ctx).interrupt });
-    Attached {
-        gc: &rt.gc,
-        ctx: ctx as usize,
-        _guard: None,
-    }
+    // SAFETY: caller contract.
+    unsafe { enlist(rt, ctx, None) }
 }
 
 impl Drop for Attached<'_> {
