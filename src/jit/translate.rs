@@ -1035,20 +1035,35 @@ impl<'a, 'f> Tx<'a, 'f> {
                 // neither allocate nor throw), with the native's result bit
                 // for bit (`ir::Intrinsic`).
                 let ins = crate::ir::intrinsic(mh).ok_or("intrinsic")?;
-                let r = if ins == Intrinsic::Copysign {
-                    let y = self.pop()?;
-                    let x = self.pop()?;
-                    self.b.ins().fcopysign(x, y)
-                } else {
-                    let x = self.pop()?;
-                    let b = self.b.ins();
-                    match ins {
-                        Intrinsic::Sqrt => b.sqrt(x),
-                        Intrinsic::Floor => b.floor(x),
-                        Intrinsic::Ceil => b.ceil(x),
-                        Intrinsic::Trunc => b.trunc(x),
-                        Intrinsic::Nearest => b.nearest(x),
-                        Intrinsic::Abs | Intrinsic::Copysign => b.fabs(x),
+                let r = match ins {
+                    Intrinsic::Copysign => {
+                        let y = self.pop()?;
+                        let x = self.pop()?;
+                        self.b.ins().fcopysign(x, y)
+                    }
+                    Intrinsic::Sqrt => {
+                        let x = self.pop()?;
+                        self.b.ins().sqrt(x)
+                    }
+                    Intrinsic::Floor => {
+                        let x = self.pop()?;
+                        self.b.ins().floor(x)
+                    }
+                    Intrinsic::Ceil => {
+                        let x = self.pop()?;
+                        self.b.ins().ceil(x)
+                    }
+                    Intrinsic::Trunc => {
+                        let x = self.pop()?;
+                        self.b.ins().trunc(x)
+                    }
+                    Intrinsic::Nearest => {
+                        let x = self.pop()?;
+                        self.b.ins().nearest(x)
+                    }
+                    Intrinsic::Abs => {
+                        let x = self.pop()?;
+                        self.b.ins().fabs(x)
                     }
                 };
                 self.stack.push(r);
